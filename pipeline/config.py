@@ -49,7 +49,7 @@ class ModelConfig:
 class WeightingConfig:
     """Task-loss weighting. `adaptive` is AdapMTL's sliding-window rule (method.md section 5)."""
 
-    kind: Literal["static", "adaptive"] = "adaptive"
+    kind: Literal["auto", "static", "adaptive"] = "auto"  # auto: what the sparsity method prescribes
     begin: int = 300  # warm-up steps with all weights 1
     window: int = 100  # sliding-window length
     normalise_to: float | None = None  # None: number of tasks; 3 reproduces the paper's constant

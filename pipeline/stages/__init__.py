@@ -1,0 +1,184 @@
+"""The stage table and the engine that runs stages over a run directory.
+
+A stage is a function from files to files: it reads its inputs from the run directory, writes its outputs into
+`<stage>.tmp/`, and the folder is committed only when the stage returns. The manifest records each stage's
+inputs and outputs with their sha256 and the hash of the config sections it depends on, so re-running
+`run all` skips stages whose inputs are unchanged and re-runs those downstream of a change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import RunDir, atomic_write_text, now_iso, sha256_file, sha256_json
+from pipeline.config import RunConfig, config_to_dict
+from pipeline.errors import CheckFailed, MissingArtifactError, PipelineError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageContext:
+    run: RunDir
+    cfg: RunConfig
+    out: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageRecord:
+    status: str = "ok"  # ok | skipped | failed
+    reason: str | None = None
+    outputs: list[str] = field(default_factory=list)  # file names inside the stage folder
+    summary: dict[str, Any] = field(default_factory=dict)
+    inputs: list[Path] = field(default_factory=list)  # extra input files read (outside upstream outputs)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[StageContext], StageRecord]
+    needs: tuple[str, ...]  # upstream files, relative to the run dir
+    config_sections: tuple[str, ...]
+    keep_partial: bool = False  # train keeps resume.pt in its staging folder across interruptions
+    description: str = ""
+
+
+def _stage_table() -> tuple[Stage, ...]:
+    from pipeline.stages import build, export, harden, train, validate
+
+    return (
+        Stage("train", train.run, (), ("tasks", "data", "model", "train", "sparsity", "dense_reference"), True,
+              "train with the configured sparsity method; write checkpoint, sparsity and metrics"),
+        Stage("harden", harden.run, ("train/checkpoint.pt",), ("harden",), False,
+              "bake thresholds/masks into plain convs (unstructured, 2:4 or adaptive-2:4), fold BN"),
+        Stage("export", export.run, ("harden/model.pt",), ("export",), False,
+              "export a multi-head ONNX, simplify it, verify the zero pattern survived, compress"),
+        Stage("validate", validate.run, ("harden/model.pt", "export/model.onnx"), ("validate", "data"), False,
+              "compare ONNX Runtime (CPU) with PyTorch per head and per task metric"),
+        Stage("build", build.run, ("export/model.onnx", "validate/inputs.npz", "validate/outputs_torch.npz"),
+              ("build",), False, "build dense and sparse TensorRT engines and check accuracy and latency"),
+    )
+
+
+STAGE_NAMES = ("train", "harden", "export", "validate", "build")
+
+
+def stages() -> tuple[Stage, ...]:
+    return _stage_table()
+
+
+def get_stage(name: str) -> Stage:
+    for s in stages():
+        if s.name == name:
+            return s
+    raise PipelineError(f"unknown stage '{name}' (available: {', '.join(STAGE_NAMES)})")
+
+
+def producer_command(rel_path: str, run: RunDir) -> str:
+    stage = rel_path.split("/")[0]
+    return f"pipeline {stage} --run-dir {run.root}"
+
+
+def config_key(cfg: RunConfig, stage: Stage) -> str:
+    d = config_to_dict(cfg)
+    return sha256_json({k: d[k] for k in stage.config_sections})
+
+
+def check_needs(run: RunDir, stage: Stage) -> None:
+    manifest = run.load_manifest()
+    for rel in stage.needs:
+        up = rel.split("/")[0]
+        entry = manifest.get("stages", {}).get(up, {})
+        if not run.path(rel).exists():
+            raise MissingArtifactError(
+                f"stage '{stage.name}' needs {rel}, which does not exist; run `{producer_command(rel, run)}` first"
+            )
+        if entry.get("status") not in ("ok",):
+            raise MissingArtifactError(
+                f"stage '{stage.name}' needs {rel}, but stage '{up}' is {entry.get('status', 'not run')}; "
+                f"run `{producer_command(rel, run)}` first"
+            )
+
+
+def stage_state(run: RunDir, cfg: RunConfig, stage: Stage) -> tuple[str, str]:
+    """('ok'|'stale'|'missing'|'failed'|'skipped', reason) for one stage of an existing run."""
+    entry = run.load_manifest().get("stages", {}).get(stage.name)
+    if not entry:
+        return "missing", "not run yet"
+    if entry.get("config_key") != config_key(cfg, stage):
+        return "stale", "its config sections changed"
+    for rec in entry.get("inputs", []):
+        p = run.root / rec["path"]
+        if not p.exists() or sha256_file(p) != rec["sha256"]:
+            return "stale", f"input {rec['path']} changed"
+    for rec in entry.get("outputs", []):
+        p = run.root / rec["path"]
+        if not p.exists() or sha256_file(p) != rec["sha256"]:
+            return "stale", f"output {rec['path']} is missing or was modified"
+    return entry.get("status", "missing"), entry.get("reason") or ""
+
+
+def execute_stage(run: RunDir, cfg: RunConfig, name: str, options: dict[str, Any] | None = None) -> StageRecord:
+    """Run one stage: check inputs, run into a staging folder, commit it, record it in the manifest."""
+    stage = get_stage(name)
+    check_needs(run, stage)
+    started, t0 = now_iso(), time.perf_counter()
+    with run.staging(stage.name, keep_partial=stage.keep_partial) as tmp:
+        record = stage.run(StageContext(run, cfg, tmp, dict(options or {})))
+    seconds = time.perf_counter() - t0
+    folder = run.stage_dir(stage.name)
+    inputs = [run.file_record(run.path(rel)) for rel in stage.needs] + [
+        {"path": str(p), "sha256": sha256_file(p)} for p in record.inputs if Path(p).exists() and not _inside(run, p)
+    ]
+    outputs = [run.file_record(folder / o) for o in record.outputs if (folder / o).exists()]
+    run.update_manifest(
+        stages={
+            stage.name: {
+                "status": record.status,
+                "reason": record.reason,
+                "started_at": started,
+                "seconds": round(seconds, 3),
+                "config_key": config_key(cfg, stage),
+                "inputs": inputs,
+                "outputs": outputs,
+                "summary": record.summary,
+                "env": _env(),
+            }
+        }
+    )
+    if record.status == "failed":
+        raise CheckFailed(f"stage '{stage.name}' failed: {record.reason}", str(folder))
+    return record
+
+
+def _inside(run: RunDir, p: Path) -> bool:
+    try:
+        Path(p).resolve().relative_to(run.root)
+        return True
+    except ValueError:
+        return False
+
+
+def _env() -> dict[str, Any]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "onnxsim", "onnxslim"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def write_config(run: RunDir, cfg: RunConfig) -> None:
+    import yaml
+
+    atomic_write_text(run.config_path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    run.update_manifest(config={"path": "config.yaml", "sha256": sha256_file(run.config_path)})

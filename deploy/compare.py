@@ -1,0 +1,194 @@
+"""Compare outputs of two runtimes: elementwise per head, and at the level of task metrics.
+
+Elementwise rule (`np.allclose` style, not Polygraphy's): an element passes when
+
+    |test - ref| <= atol + rtol * |ref|
+
+with `ref` the reference runtime (torch before ONNX Runtime, ONNX Runtime before TensorRT), so each link of the
+chain blames one conversion. A head passes when shapes agree, no element of either array is NaN or Inf, and
+every element passes. Polygraphy's default rule fails only where abs > atol *and* rel > rtol; ours is the
+stricter of the two for equal tolerances. Statistics are computed in float64 on elements finite in both.
+
+FP16 logits can fail elementwise while the predictions agree, so `task_parity` compares what users see:
+metrics from both runtimes, seg argmax agreement, normal angular difference and depth difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+MetricsFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray], list[str], int], dict[str, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """Elementwise comparison of one output. Truthy when it passed."""
+
+    name: str
+    passed: bool
+    max_abs: float
+    mean_abs: float
+    p99_abs: float
+    max_rel: float  # over elements with ref != 0
+    mean_rel: float
+    min_required_atol: float  # smallest atol that would pass at this rtol: max(|d| - rtol*|ref|, 0)
+    has_nonfinite: bool
+    shape_ok: bool
+    atol: float
+    rtol: float
+    num_failed: int
+    num_elements: int
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _atol_for(name: str, atol: Mapping[str, float] | float) -> float:
+    if isinstance(atol, Mapping):
+        if name in atol:
+            return float(atol[name])
+        if "default" not in atol:
+            raise KeyError(f"no tolerance for output '{name}' and no 'default' in {dict(atol)}")
+        return float(atol["default"])
+    return float(atol)
+
+
+def _failed(name: str, atol: float, rtol: float, detail: str, *, shape_ok: bool, nonfinite: bool = False,
+            n: int = 0) -> OutputComparison:
+    nan = float("nan")
+    return OutputComparison(name, False, nan, nan, nan, nan, nan, nan, nonfinite, shape_ok, atol, rtol, n, n, detail)
+
+
+def compare_output(name: str, ref: np.ndarray, test: np.ndarray, atol: float, rtol: float) -> OutputComparison:
+    """Compare one output array against its reference (see the module docstring for the rule)."""
+    ref, test = np.asarray(ref), np.asarray(test)
+    if ref.shape != test.shape:
+        return _failed(name, atol, rtol, f"shape {list(test.shape)} != reference {list(ref.shape)}", shape_ok=False)
+    r, t = ref.astype(np.float64), test.astype(np.float64)
+    finite = np.isfinite(r) & np.isfinite(t)
+    nonfinite = not bool(finite.all())
+    if not finite.any():
+        return _failed(name, atol, rtol, "no finite elements", shape_ok=True, nonfinite=nonfinite, n=ref.size)
+    r, t = r[finite], t[finite]
+    diff = np.abs(t - r)
+    bound = atol + rtol * np.abs(r)
+    failed = int(np.count_nonzero(diff > bound)) + int(ref.size - finite.sum())
+    nonzero = r != 0
+    rel = diff[nonzero] / np.abs(r[nonzero])
+    detail = f"{ref.size - int(finite.sum())} NaN/Inf elements" if nonfinite else ""
+    return OutputComparison(
+        name=name, passed=failed == 0, max_abs=float(diff.max()), mean_abs=float(diff.mean()),
+        p99_abs=float(np.percentile(diff, 99)), max_rel=float(rel.max()) if rel.size else 0.0,
+        mean_rel=float(rel.mean()) if rel.size else 0.0,
+        min_required_atol=float(max((diff - rtol * np.abs(r)).max(), 0.0)), has_nonfinite=nonfinite,
+        shape_ok=True, atol=atol, rtol=rtol, num_failed=failed, num_elements=int(ref.size), detail=detail,
+    )
+
+
+def compare_outputs(
+    ref: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], atol: Mapping[str, float] | float, rtol: float
+) -> list[OutputComparison]:
+    """Compare every reference output with the same-named test output.
+
+    Args:
+        ref: Reference outputs by name.
+        test: Outputs under test; a missing name fails, extra names are ignored.
+        atol: Per-output absolute tolerances with a "default" entry, or one value for all.
+        rtol: Relative tolerance (times |ref|).
+
+    Returns:
+        One OutputComparison per reference output, in reference order.
+    """
+    results = []
+    for name, r in ref.items():
+        a = _atol_for(name, atol)
+        if name not in test:
+            results.append(_failed(name, a, rtol, f"missing from test outputs {sorted(test)}", shape_ok=False))
+        else:
+            results.append(compare_output(name, r, test[name], a, rtol))
+    return results
+
+
+def format_comparisons(results: Sequence[OutputComparison]) -> str:
+    """One line per output, for logs and reports."""
+    lines = []
+    for c in results:
+        status = "PASSED" if c.passed else "FAILED"
+        lines.append(f"{status} {c.name}: max_abs={c.max_abs:.3g} p99_abs={c.p99_abs:.3g} max_rel={c.max_rel:.3g} "
+                     f"min_required_atol={c.min_required_atol:.3g} (atol={c.atol:g}, rtol={c.rtol:g})"
+                     + (f" [{c.detail}]" if c.detail else ""))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# task-level parity
+
+
+def _runtime_agreement(task: str, ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
+    """Agreement between two runtimes' predictions for one task, independent of ground truth."""
+    ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
+    if task == "seg":
+        return {"argmax_agreement_pct": float(100.0 * np.mean(ref.argmax(axis=1) == test.argmax(axis=1)))}
+    if task == "normal":
+        dot = np.sum(ref * test, axis=1)
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(test, axis=1)
+        valid = norms > 0
+        cos = np.clip(dot[valid] / norms[valid], -1.0, 1.0)
+        return {"mean_angle_diff_deg": float(np.degrees(np.arccos(cos)).mean()) if cos.size else 0.0}
+    if task == "depth":
+        diff = np.abs(ref - test)
+        return {"mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max())}
+    return {"mean_abs_diff": float(np.abs(ref - test).mean())}
+
+
+def task_parity(
+    ref_outputs: Mapping[str, np.ndarray],
+    test_outputs: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray],
+    tasks: Sequence[str],
+    num_classes: int,
+    *,
+    metric_atol: Mapping[str, float] | float | None = None,
+    metrics_fn: MetricsFn | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Compute each task's metrics from both runtimes' outputs, their deltas, and runtime agreement.
+
+    Args:
+        ref_outputs: Reference outputs over a whole split, keyed by task.
+        test_outputs: Outputs under test, same keys and shapes.
+        targets: Ground truth in the dataset layout (docs/architecture.md).
+        tasks: Tasks to compare.
+        num_classes: Segmentation classes.
+        metric_atol: If given, a task passes when every |metric delta| is within it (per metric name, with
+            "default", or one value); otherwise `passed` is None.
+        metrics_fn: Override of `pipeline.metrics.evaluate.metrics_from_outputs` (imported when needed).
+
+    Returns:
+        `{task: {"ref": {metric: v}, "test": {...}, "delta": {metric: test - ref}, "agreement": {...},
+        "passed": bool | None}}`; agreement holds seg `argmax_agreement_pct`, normal
+        `mean_angle_diff_deg` or depth `mean_abs_diff`/`max_abs_diff`.
+    """
+    if metrics_fn is None:
+        from pipeline.metrics.evaluate import metrics_from_outputs as metrics_fn  # written alongside deploy
+    tasks = list(tasks)
+    ref_m = metrics_fn(ref_outputs, targets, tasks, num_classes)
+    test_m = metrics_fn(test_outputs, targets, tasks, num_classes)
+    report: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        delta = {k: float(test_m[task][k] - v) for k, v in ref_m[task].items() if k in test_m[task]}
+        passed = None
+        if metric_atol is not None:
+            passed = all(abs(d) <= _atol_for(k, metric_atol) for k, d in delta.items())
+        report[task] = {
+            "ref": dict(ref_m[task]), "test": dict(test_m[task]), "delta": delta,
+            "agreement": _runtime_agreement(task, ref_outputs[task], test_outputs[task]), "passed": passed,
+        }
+    return report

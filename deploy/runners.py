@@ -1,0 +1,228 @@
+"""Runners: one interface over torch, ONNX Runtime and TensorRT (after Polygraphy's runners, trimmed).
+
+A runner is a context manager. `__init__` only stores arguments; `__enter__` does the heavy work (load the
+session, engine or device model); `infer(feed)` maps input names to arrays and returns output arrays keyed by
+output name (the task names); `__exit__` releases. `get_runner("onnxrt", path)` builds one by name.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.errors import BackendUnavailable, PipelineError
+
+
+class InferenceRunner(Protocol):
+    """What the comparison and latency code needs: a context manager with `infer`. TensorRTRunner (in
+    deploy/tensorrt_runner.py) satisfies it without subclassing Runner."""
+
+    name: str
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> Any: ...
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Runner(abc.ABC):
+    """Base class: context management and the active-state check shared by all runners."""
+
+    name: str = "runner"
+
+    def __init__(self) -> None:
+        self._active = False
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        self._active = True
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._active = False
+        self.deactivate()
+
+    @abc.abstractmethod
+    def activate(self) -> None:
+        """Load the model into the runtime (called by `__enter__`)."""
+
+    @abc.abstractmethod
+    def deactivate(self) -> None:
+        """Release the runtime's resources (called by `__exit__`)."""
+
+    @abc.abstractmethod
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch. Returns host arrays keyed by output name.
+
+        Raises:
+            PipelineError: If called outside the `with` block.
+        """
+        if not self._active:
+            raise PipelineError(f"{type(self).__name__}.infer() called outside its 'with' block")
+        return self._infer(feed)
+
+
+class TorchRunner(Runner):
+    """Run a dict-returning nn.Module; the reference for every comparison.
+
+    A copy of the model is moved to `device`/`dtype` unless both already match, so the caller's model is
+    never converted in place. Inputs are cast to `dtype`; outputs come back in the model's dtype (bfloat16,
+    which numpy lacks, as float32).
+    """
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, device: str = "cpu", dtype: torch.dtype | str = torch.float32,
+                 output_names: Sequence[str] | None = None):
+        super().__init__()
+        self.model = model
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.output_names = list(output_names) if output_names is not None else None
+        self._module: nn.Module | None = None
+        self._was_training = False
+
+    def activate(self) -> None:
+        param = next(self.model.parameters(), None)
+        same = param is None or (param.device == self.device and param.dtype == self.dtype)
+        self._module = self.model if same else copy.deepcopy(self.model).to(self.device, self.dtype)
+        self._was_training = self._module.training
+        self._module.eval()
+
+    def deactivate(self) -> None:
+        if self._module is self.model:
+            self.model.train(self._was_training)
+        self._module = None
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if len(feed) != 1:
+            raise PipelineError(f"TorchRunner takes one input (image), got {sorted(feed)}")
+        x = torch.from_numpy(np.ascontiguousarray(next(iter(feed.values())))).to(self.device, self.dtype)
+        with torch.inference_mode():
+            out = self._module(x)
+        if not isinstance(out, Mapping):
+            raise PipelineError(f"model returned {type(out).__name__}; a dict of tensors keyed by task is required")
+        names = self.output_names if self.output_names is not None else list(out)
+        return {n: _to_numpy(out[n]) for n in names}
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def _provider_name(p: str | tuple[str, dict[str, Any]]) -> str:
+    return p if isinstance(p, str) else p[0]
+
+
+class OnnxrtRunner(Runner):
+    """Run an ONNX file with ONNX Runtime and verify that the requested execution provider is in use.
+
+    onnxruntime-gpu falls back to the CPU provider silently when CUDA or TensorRT libraries are missing, so a
+    "GPU" timing could really be a CPU one; after creating the session the runner checks
+    `session.get_providers()` and refuses to run on a fallback.
+    """
+
+    name = "onnxrt"
+
+    def __init__(
+        self,
+        path: str | Path,
+        providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
+        session_options: Any = None,
+    ):
+        super().__init__()
+        self.path = Path(path)
+        self.providers = list(providers)
+        self.session_options = session_options
+        self.session: Any = None
+
+    def activate(self) -> None:
+        import onnxruntime as ort  # deferred: onnxruntime-gpu and onnxruntime share this module name
+
+        if not self.path.exists():
+            raise PipelineError(f"ONNX file {self.path} does not exist")
+        session = ort.InferenceSession(str(self.path), sess_options=self.session_options, providers=self.providers)
+        wanted = _provider_name(self.providers[0])
+        active = list(session.get_providers())
+        if wanted not in active:
+            fallback = active[0] if active else "nothing"
+            raise BackendUnavailable(
+                f"onnxruntime did not enable {wanted}: the session fell back to {fallback} (providers {active}); "
+                "install onnxruntime-gpu with matching CUDA libraries, or request CPUExecutionProvider"
+            )
+        self.session = session
+
+    def deactivate(self) -> None:
+        self.session = None
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        outs = self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feed.items()})
+        return dict(zip(names, outs, strict=True))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# registry
+
+
+RunnerFactory = Callable[..., InferenceRunner]
+RUNNERS: dict[str, RunnerFactory] = {}
+
+
+def register_runner(name: str) -> Callable[[RunnerFactory], RunnerFactory]:
+    """Register a runner class or factory under `name`."""
+
+    def deco(factory: RunnerFactory) -> RunnerFactory:
+        RUNNERS[name] = factory
+        return factory
+
+    return deco
+
+
+def _tensorrt_runner(*args: Any, **kwargs: Any) -> InferenceRunner:
+    """Import the TensorRT runner only when asked for: `tensorrt` exists on GPU machines alone."""
+    try:
+        from deploy.tensorrt_runner import TensorRTRunner
+    except ModuleNotFoundError as e:
+        if e.name not in ("deploy.tensorrt_runner", "tensorrt"):
+            raise
+        raise BackendUnavailable(f"the TensorRT runner is unavailable here ({e.name} not found)") from None
+    return TensorRTRunner(*args, **kwargs)
+
+
+RUNNERS.update({"torch": TorchRunner, "onnxrt": OnnxrtRunner, "tensorrt": _tensorrt_runner})
+
+
+def get_runner(name: str, *args: Any, **kwargs: Any) -> InferenceRunner:
+    """Build the runner registered as `name` (not yet activated).
+
+    Raises:
+        PipelineError: For an unknown name, listing the available ones.
+    """
+    if name not in RUNNERS:
+        raise PipelineError(f"Unknown runner '{name}'. Available: {', '.join(sorted(RUNNERS))}")
+    return RUNNERS[name](*args, **kwargs)
+
+
+def run_batched(runner: InferenceRunner, inputs: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """Feed `inputs` through an active runner in chunks along axis 0 and concatenate the outputs."""
+    n = len(next(iter(inputs.values())))
+    chunks: dict[str, list[np.ndarray]] = {}
+    for i in range(0, n, batch_size):
+        for k, v in runner.infer({name: a[i:i + batch_size] for name, a in inputs.items()}).items():
+            chunks.setdefault(k, []).append(v)
+    return {k: np.concatenate(v, axis=0) for k, v in chunks.items()}

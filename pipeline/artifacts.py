@@ -1,0 +1,179 @@
+"""The run directory: the only place that knows file names, plus the manifest and atomic writes.
+
+Layout: `<run>/config.yaml`, `<run>/manifest.json`, `<run>/report.json`, `<run>/report.md`, and one folder per
+stage. A stage writes into `<stage>.tmp/` and the folder is swapped into place only when the stage succeeds,
+so a killed stage never leaves a half-written artifact that a later stage could trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+
+MANIFEST_SCHEMA = "mtl-compress.manifest/1"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path} does not exist") from None
+    except ValueError:
+        raise PipelineError(f"{path} is not valid JSON (truncated or corrupted); re-run the stage that writes it") from None
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """A run directory. Every path a stage writes is resolved here and checked to stay inside it."""
+
+    def __init__(self, root: str | Path, create: bool = True):
+        self.root = Path(root).resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise PipelineError(f"run directory {root} is a file; choose a directory path with --run-dir")
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise PipelineError(f"cannot create run directory {root}: {e.strerror}; choose another --run-dir") from None
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PipelineError(f"run directory {root} is not writable; fix its permissions or choose another --run-dir")
+        elif not self.root.is_dir():
+            raise PipelineError(f"run directory {root} does not exist; create it with `pipeline run all --run-dir {root}`")
+
+    # file names ------------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / "report.json"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def path(self, *parts: str) -> Path:
+        p = (self.root / Path(*parts)).resolve()
+        if self.root not in p.parents and p != self.root:
+            raise PipelineError(f"refusing to write {p}: outside the run directory {self.root}")
+        return p
+
+    def rel(self, p: Path) -> str:
+        return str(Path(p).resolve().relative_to(self.root))
+
+    # staging ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def staging(self, stage: str, keep_partial: bool = False) -> Iterator[Path]:
+        """Yield `<stage>.tmp/`; on success replace `<stage>/` with it. On failure the old folder stays."""
+        tmp = self.path(f"{stage}.tmp")
+        if tmp.exists() and not keep_partial:
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        final, old = self.stage_dir(stage), self.path(f"{stage}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+
+    # manifest --------------------------------------------------------------------------------------
+    def load_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"schema": MANIFEST_SCHEMA, "run_id": self.root.name, "stages": {}}
+        data = read_json(self.manifest_path)
+        if data.get("schema") != MANIFEST_SCHEMA:
+            raise PipelineError(f"{self.manifest_path} has schema {data.get('schema')!r}, expected {MANIFEST_SCHEMA}")
+        return data
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        data = self.load_manifest()
+        for k, v in fields.items():
+            if k == "stages":
+                data.setdefault("stages", {}).update(v)
+            else:
+                data[k] = v
+        atomic_write_json(self.manifest_path, data)
+        return data
+
+    def file_record(self, p: Path) -> dict[str, str]:
+        return {"path": self.rel(p), "sha256": sha256_file(p)}

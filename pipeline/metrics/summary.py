@@ -1,0 +1,119 @@
+"""Metric names and directions, and the multitask summaries ΔT (AdapMTL sum form) and Δp (LibMTL mean form).
+
+Both compare a model's metrics M with a dense baseline B of the same architecture and protocol, per metric
+as the signed relative change s * (M - B) / B * 100 with s = +1 when higher is better, -1 otherwise:
+
+- ΔT (method.md section 10): per task the **sum** over the task's metrics; overall the mean over tasks.
+- Δp (LibMTL `count_improvement`): per task the **mean** over the task's metrics; overall the mean over tasks.
+
+Feed unrounded metrics: the paper table's two-decimal depth errors shift ΔT3 by several points (e.g. rel
+err 0.23 vs 0.24 alone is +4.17).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
+
+from pipeline.errors import PipelineError
+
+__all__ = ["METRIC_DIRECTIONS", "DeltaSummary", "delta_p", "delta_t", "metric_table", "relative_changes"]
+
+# +1: higher is better, -1: lower is better. Insertion order is the reporting order.
+METRIC_DIRECTIONS: dict[str, dict[str, int]] = {
+    "seg": {"miou": +1, "pix_acc": +1},
+    "depth": {"abs_err": -1, "rel_err": -1, "delta1": +1, "delta2": +1, "delta3": +1},
+    "normal": {"mean": -1, "median": -1, "within_11_25": +1, "within_22_5": +1, "within_30": +1},
+}
+
+Metrics = Mapping[str, Mapping[str, float]]
+
+
+class DeltaSummary(TypedDict):
+    """Per-task and overall summary change, in percent points (positive = better than dense)."""
+
+    per_task: dict[str, float]
+    overall: float
+
+
+def relative_changes(metrics: Metrics, dense: Metrics) -> dict[str, dict[str, float]]:
+    """Signed relative change in percent per task and metric (positive = better than dense).
+
+    Args:
+        metrics: task -> metric -> value for the model being judged; any subset of tasks.
+        dense: the baseline, with at least the same tasks.
+
+    Raises:
+        ValueError: an unknown task or a metric missing from `metrics` (a caller bug).
+        PipelineError: the baseline lacks a task or metric, or a baseline value is zero or not finite (the
+            dense reference does not fit this run; the user picks another one).
+    """
+    out: dict[str, dict[str, float]] = {}
+    for task, values in metrics.items():
+        if task not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown task '{task}' (known: {', '.join(METRIC_DIRECTIONS)})")
+        if task not in dense:
+            raise PipelineError(f"the dense baseline has no metrics for task '{task}'")
+        out[task] = {}
+        for name, sign in METRIC_DIRECTIONS[task].items():
+            if name not in values:
+                raise ValueError(f"{task}.{name} missing from the model metrics")
+            if name not in dense[task]:
+                raise PipelineError(f"{task}.{name} missing from the dense baseline metrics")
+            base = float(dense[task][name])
+            if base == 0 or not math.isfinite(base):
+                raise PipelineError(
+                    f"dense {task}.{name} = {base}; a relative change needs a finite nonzero baseline"
+                )
+            out[task][name] = sign * (float(values[name]) - base) / base * 100.0
+    if not out:
+        raise ValueError("no tasks to summarise")
+    return out
+
+
+def delta_t(metrics: Metrics, dense: Metrics) -> DeltaSummary:
+    """AdapMTL ΔT: `{"per_task": {task: Σ_metrics change}, "overall": mean over tasks}` (percent points)."""
+    per_task = {t: sum(c.values()) for t, c in relative_changes(metrics, dense).items()}
+    return {"per_task": per_task, "overall": sum(per_task.values()) / len(per_task)}
+
+
+def delta_p(metrics: Metrics, dense: Metrics) -> DeltaSummary:
+    """LibMTL Δp: `{"per_task": {task: mean over metrics}, "overall": mean over tasks}` (percent points)."""
+    per_task = {t: sum(c.values()) / len(c) for t, c in relative_changes(metrics, dense).items()}
+    return {"per_task": per_task, "overall": sum(per_task.values()) / len(per_task)}
+
+
+def metric_table(
+    rows: Mapping[str, Metrics], dense: Metrics | None = None, tasks: Sequence[str] | None = None
+) -> str:
+    """Markdown table: one row per model, every metric, plus ΔT per task and overall when `dense` is given.
+
+    Args:
+        rows: row label -> task -> metric -> value.
+        dense: baseline for ΔT; rows lacking a metric get "–".
+        tasks: column order; default the tasks of the first row.
+    """
+    if not rows:
+        return ""
+    tasks = list(tasks or next(iter(rows.values())))
+    header = ["model"]
+    for t in tasks:
+        header += [f"{t}.{m}{'↑' if s > 0 else '↓'}" for m, s in METRIC_DIRECTIONS[t].items()]
+        header += [f"ΔT {t}"] if dense is not None else []
+    header += ["ΔT"] if dense is not None else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, m in rows.items():
+        try:
+            dt = delta_t({t: m[t] for t in tasks}, dense) if dense is not None else None
+        except (KeyError, ValueError):
+            dt = None
+        cells = [label]
+        for t in tasks:
+            cells += [f"{m[t][k]:.4g}" if t in m and k in m[t] else "–" for k in METRIC_DIRECTIONS[t]]
+            if dense is not None:
+                cells.append(f"{dt['per_task'][t]:+.2f}" if dt else "–")
+        if dense is not None:
+            cells.append(f"{dt['overall']:+.2f}" if dt else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The run report: `report.json` (stable keys users script against) and `report.md` with plots.
+
+Stable keys: `sparsity`, `metrics` (`pruned`, `dense`), `delta_t`, `delta_p`, `export`, `validation`, `build`.
+More keys may be added; none of these are renamed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import RunDir, atomic_write_json, read_json
+
+REPORT_SCHEMA = "mtl-compress.report/1"
+
+
+def _maybe(path: Path) -> Any:
+    return read_json(path) if path.exists() else None
+
+
+def build_run_report(run: RunDir) -> dict[str, Any]:
+    manifest = run.load_manifest()
+    stages = {
+        name: {k: entry.get(k) for k in ("status", "reason", "seconds", "started_at")}
+        for name, entry in manifest.get("stages", {}).items()
+    }
+    train_sp = _maybe(run.path("train", "sparsity.json"))
+    train_m = _maybe(run.path("train", "metrics.json"))
+    hard_sp = _maybe(run.path("harden", "sparsity.json"))
+    hard_m = _maybe(run.path("harden", "metrics.json"))
+    export = _maybe(run.path("export", "checks.json"))
+    validation = _maybe(run.path("validate", "report.json"))
+    build = _maybe(run.path("build", "report.json"))
+
+    report: dict[str, Any] = {"schema": REPORT_SCHEMA, "run_dir": str(run.root), "stages": stages}
+    if train_sp:
+        sp = hard_sp or train_sp
+        report["sparsity"] = {
+            "target": train_sp["target"],
+            "overall": sp["overall"],
+            "components": sp["components"],
+            "pattern": hard_sp["pattern"] if hard_sp else "unstructured",
+            "method": train_sp["method"],
+            "trained_overall": train_sp["overall"],
+            "trained_components": train_sp["components"],
+            "thresholds": train_sp.get("thresholds", {}),
+        }
+    if train_m:
+        ref = train_m.get("reference") or {}
+        pruned = (hard_m or {}).get("metrics") or train_m["metrics"]
+        report["metrics"] = {"pruned": pruned, "trained": train_m["metrics"], "dense": ref.get("dense")}
+        if ref.get("dense"):
+            from pipeline.metrics.summary import delta_p, delta_t
+
+            dt, dp = delta_t(pruned, ref["dense"]), delta_p(pruned, ref["dense"])
+            report["delta_t"], report["delta_p"] = dt["overall"], dp["overall"]
+            report["delta_t_per_task"], report["delta_p_per_task"] = dt["per_task"], dp["per_task"]
+            report["dense_reference"] = ref.get("dense_source")
+        else:
+            report["delta_t"] = report["delta_p"] = None
+    if export:
+        report["export"] = export
+    if validation:
+        report["validation"] = {
+            "passed": validation["passed"],
+            "heads": validation["heads"],
+            "metrics_agree": validation["metrics_agree"],
+            "real_data": validation.get("real_data"),
+        }
+    report["build"] = build or {"status": stages.get("build", {}).get("status", "not run"),
+                                "reason": stages.get("build", {}).get("reason")}
+    return report
+
+
+def write_run_report(run: RunDir) -> dict[str, Any]:
+    report = build_run_report(run)
+    atomic_write_json(run.report_path, report)
+    try:
+        from pipeline.report_md import write_markdown_report
+    except ImportError:  # the Markdown/plots module is optional
+        return report
+    write_markdown_report(run, report)
+    return report

@@ -1,0 +1,122 @@
+"""Run-level operations behind the CLI: resolve a run's config, run stages or the whole pipeline, summarise.
+
+Every function here is a plain library call; `pipeline/cli.py` only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import RunDir
+from pipeline.config import RunConfig, config_to_dict, load_config
+from pipeline.errors import BackendUnavailable, PipelineError
+from pipeline.stages import STAGE_NAMES, execute_stage, get_stage, stage_state, write_config
+
+log = logging.getLogger(__name__)
+
+
+def default_run_dir(config: str | None) -> Path:
+    name = Path(config).stem if config else "demo"
+    return Path("runs") / name
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def resolve_run(
+    run_dir: str | Path | None,
+    config: str | None,
+    overrides: tuple[str, ...] | list[str] = (),
+    *,
+    allow_change: bool = False,
+    force: bool = False,
+) -> tuple[RunDir, RunConfig]:
+    """Open (or create) a run directory and settle its config.
+
+    A run keeps the config it was created with. Stage commands refuse a different one unless `force`;
+    `run all` (`allow_change`) accepts it and the changed stages become stale. Nothing is written before the
+    config has been validated.
+    """
+    root = Path(run_dir) if run_dir else default_run_dir(config)
+    if root.exists() and not root.is_dir():
+        raise PipelineError(f"run directory {root} is a file; choose a directory path with --run-dir")
+    saved_path = root / "config.yaml"
+    if saved_path.exists():
+        saved = load_config(str(saved_path))
+        cfg = load_config(config or str(saved_path), overrides) if (config or overrides) else saved
+        changed = _diff_keys(config_to_dict(saved), config_to_dict(cfg))
+        if changed and not (allow_change or force):
+            raise PipelineError(
+                f"run directory {root} was created with a different config (differs in {', '.join(changed[:5])}); "
+                "pass --force to replace it, or use a new --run-dir"
+            )
+    else:
+        cfg = load_config(config, overrides)
+        changed = ["(new)"]
+    run = RunDir(root)
+    if changed:
+        write_config(run, cfg)
+    return run, cfg
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # ok | skipped | failed | up-to-date
+    seconds: float = 0.0
+    reason: str | None = None
+    path: str = ""
+
+
+@dataclass
+class PipelineOutcome:
+    run_dir: Path
+    stages: list[StageOutcome] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def run_stage(run: RunDir, cfg: RunConfig, name: str, options: dict[str, Any] | None = None) -> StageOutcome:
+    options = dict(options or {})
+    record = execute_stage(run, cfg, name, options)
+    entry = run.load_manifest()["stages"][name]
+    if record.status == "skipped" and options.get("require_tensorrt") and name == "build":
+        raise BackendUnavailable(f"TensorRT build was required but skipped: {record.reason}")
+    return StageOutcome(name, record.status, entry["seconds"], record.reason, str(run.stage_dir(name)))
+
+
+def run_pipeline(
+    run: RunDir,
+    cfg: RunConfig,
+    *,
+    start: str | None = None,
+    until: str | None = None,
+    force: bool = False,
+    options: dict[str, Any] | None = None,
+) -> PipelineOutcome:
+    """train -> harden -> export -> validate -> build, skipping stages that are up to date."""
+    from pipeline.report import write_run_report
+
+    names = list(STAGE_NAMES)
+    lo = names.index(start) if start else 0
+    hi = names.index(until) + 1 if until else len(names)
+    outcome = PipelineOutcome(run.root)
+    for name in names[lo:hi]:
+        state, reason = stage_state(run, cfg, get_stage(name))
+        if state in ("ok", "skipped") and not force and not (
+            name == "build" and state == "skipped" and (options or {}).get("require_tensorrt")
+        ):
+            outcome.stages.append(StageOutcome(name, "up-to-date", 0.0, None, str(run.stage_dir(name))))
+            continue
+        log.info("stage %s: %s", name, reason)
+        outcome.stages.append(run_stage(run, cfg, name, options))
+    outcome.report = write_run_report(run)
+    return outcome

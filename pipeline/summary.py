@@ -1,0 +1,49 @@
+"""Plain-text summary of a run report, printed at the end of `pipeline run all` and `pipeline report`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.metrics.summary import METRIC_DIRECTIONS
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    lines = ["", "== summary =="]
+    sp = report.get("sparsity")
+    if sp:
+        comps = "  ".join(f"{c}={v:.3f}" for c, v in sp["components"].items())
+        lines.append(
+            f"sparsity  method={sp['method']} pattern={sp['pattern']} target={sp['target']:.3f} "
+            f"overall={sp['overall']:.4f}   {comps}"
+        )
+    m = report.get("metrics")
+    if m:
+        lines.append(f"{'task':7s} {'metric':13s} {'pruned':>10s} {'dense':>10s}")
+        for task, values in m["pruned"].items():
+            dense = (m.get("dense") or {}).get(task, {})
+            for name in METRIC_DIRECTIONS.get(task, values):
+                if name in values:
+                    lines.append(f"{task:7s} {name:13s} {_fmt(values[name]):>10s} {_fmt(dense.get(name)):>10s}")
+        if report.get("delta_t") is not None:
+            lines.append(f"delta_t {report['delta_t']:+.2f}   delta_p {report['delta_p']:+.2f}   (vs dense, percent points)")
+    ex = report.get("export")
+    if ex:
+        lines.append(
+            f"export    {ex.get('onnx')}  opset={ex.get('opset')}  size={ex.get('size_bytes')}B  "
+            f"gzip={ex.get('compressed_bytes')}B  sparsity survived={ex.get('sparsity_survived')}"
+        )
+    v = report.get("validation")
+    if v:
+        heads = "  ".join(f"{h}:{'pass' if r['passed'] else 'FAIL'}(max {r['max_abs']:.1e})" for h, r in v["heads"].items())
+        lines.append(f"validate  {'PASSED' if v['passed'] else 'FAILED'}  {heads}  metrics agree={v['metrics_agree']}")
+    b = report.get("build") or {}
+    lines.append(f"build     {b.get('status')}" + (f" ({b.get('reason')})" if b.get("reason") else ""))
+    return "\n".join(lines)

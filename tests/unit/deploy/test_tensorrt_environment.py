@@ -1,0 +1,97 @@
+"""Skip reasons and environment probing, with TensorRT absent, broken, faked, and CUDA faked via monkeypatch.
+
+Nothing here touched a GPU: CUDA "presence" is simulated by patching torch.cuda's query functions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from deploy.environment import cuda_skip_reason, probe_gpu_environment, sparse_note, tensorrt_skip_reason
+
+_spec = importlib.util.spec_from_file_location("fake_tensorrt", Path(__file__).with_name("fake_tensorrt.py"))
+fake_tensorrt = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fake_tensorrt)
+
+
+def _fake_gpu(monkeypatch, cap=(9, 0), name="NVIDIA H100 80GB HBM3"):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: cap)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: name)
+
+
+def _no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_without_tensorrt_and_without_cuda(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    _no_gpu(monkeypatch)
+    probe = probe_gpu_environment()
+    assert probe["tensorrt"] == {"installed": False, "version": None, "major": None, "error": probe["tensorrt"]["error"]}
+    reason = tensorrt_skip_reason(probe)
+    assert reason.startswith("tensorrt is not installed (pip index here only has placeholder packages")
+    assert "; no CUDA device" in reason
+    assert probe["gpu"] is None and sparse_note(probe) is None
+
+
+def test_broken_tensorrt_install_is_reported(monkeypatch, tmp_path):
+    pkg = tmp_path / "tensorrt"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "raise ImportError('libnvinfer.so.10: cannot open shared object file: No such file or directory')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    _fake_gpu(monkeypatch)
+    reason = tensorrt_skip_reason()
+    assert reason == ("tensorrt is installed but fails to import: ImportError: libnvinfer.so.10: cannot open shared "
+                      "object file: No such file or directory")
+
+
+@pytest.mark.parametrize("version", ["10.13.0.35", "11.4.0.106"])
+def test_fake_tensorrt_without_cuda(monkeypatch, version):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt.make_fake_tensorrt(version))
+    _no_gpu(monkeypatch)
+    probe = probe_gpu_environment()
+    assert probe["tensorrt"]["installed"] and probe["tensorrt"]["version"] == version
+    assert probe["tensorrt"]["major"] == int(version.split(".")[0])
+    assert tensorrt_skip_reason(probe).startswith("no CUDA device (torch ")
+
+
+def test_old_tensorrt_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt.make_fake_tensorrt("8.6.1.6"))
+    _fake_gpu(monkeypatch)
+    assert "too old" in tensorrt_skip_reason()
+
+
+def test_gpu_with_and_without_sparse_tensor_cores(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt.make_fake_tensorrt("10.13.0.35"))
+    _fake_gpu(monkeypatch, cap=(9, 0))
+    probe = probe_gpu_environment()
+    assert probe["gpu"] == {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "sm": 90,
+                            "sparse_tensor_cores": True}
+    assert tensorrt_skip_reason(probe) is None and cuda_skip_reason(probe) is None and sparse_note(probe) is None
+    _fake_gpu(monkeypatch, cap=(7, 5), name="Tesla T4")
+    probe = probe_gpu_environment()
+    assert tensorrt_skip_reason(probe) is None  # dense engines still build on Turing
+    assert sparse_note(probe).startswith("GPU sm75 (Tesla T4) has no sparse tensor cores")
+
+
+def test_onnxruntime_flavour_here():
+    ort = probe_gpu_environment()["onnxruntime"]
+    assert ort["installed"] and "CPUExecutionProvider" in ort["providers"]
+    assert ort["flavour"] in ("cpu", "gpu", "other")
+
+
+def test_import_deploy_without_tensorrt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    for mod in ("deploy.environment", "deploy.tensorrt_build", "deploy.tensorrt_runner", "deploy.ort_gpu",
+                "deploy.engine_check"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+        importlib.import_module(mod)

@@ -1,0 +1,187 @@
+"""The one training loop. Methods differ by their sparsity rule and task weighting, never by a copy of this.
+
+Batch order is a pure function of (seed, step): step s of every run with the same seed sees the same images,
+so methods are paired, and resuming at step s needs no sampler state. Under torchrun each rank takes an
+interleaved shard of that same global batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.config import TrainConfig
+from pipeline.errors import TrainingDiverged
+from trainers import distributed as dist
+from trainers.objectives import MultiTaskLoss
+from trainers.sparsity.base import SparsityMethod
+from trainers.weighting import StaticWeighting
+
+
+def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> Tensor:
+    """Indices of the global batch at `step`: epoch-wise permutations seeded by (seed, epoch)."""
+    per_epoch = max(1, num_items // batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(num_items, generator=gen)
+    return perm[pos * batch_size : (pos + 1) * batch_size]
+
+
+def fetch(dataset: Any, idx: Tensor, device: str) -> dict[str, Tensor]:
+    """Gather a batch; in-memory datasets take the whole index tensor at once (one slice per key)."""
+    from pipeline.data.base import MultiTaskTensorDataset
+
+    if isinstance(dataset, MultiTaskTensorDataset):
+        return {k: v.to(device) for k, v in dataset[idx].items()}
+    items = [dataset[int(i)] for i in idx]
+    return {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps: int) -> float:
+    """Learning-rate multiplier at `step` of a run of `steps` steps (fine-tuning reuses the schedule)."""
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+    if cfg.lr_schedule == "step":
+        return cfg.gamma ** (step // cfg.step_size)
+    return 1.0
+
+
+class Trainer:
+    """Holds everything a run needs to continue exactly: model, method, optimizer, schedule, weighting, RNG."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: SparsityMethod,
+        weighting: StaticWeighting,
+        objective: MultiTaskLoss,
+        dataset: Any,
+        cfg: TrainConfig,
+        lr: float | None = None,
+        steps: int | None = None,
+    ):
+        self.model, self.method, self.weighting, self.objective = model, method, weighting, objective
+        self.dataset, self.cfg = dataset, cfg
+        self.steps = steps if steps is not None else cfg.steps
+        self.device = cfg.device
+        self.net: nn.Module = model
+        if dist.is_distributed():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(model)
+        groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        groups += method.extra_param_groups()
+        self.optimizer = torch.optim.Adam(
+            groups, lr=lr if lr is not None else cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+        )
+        for g in self.optimizer.param_groups:
+            g["base_lr"] = g["lr"]
+        self.step = 0
+        self.timeseries: list[dict[str, Any]] = []
+        self.step_seconds: list[float] = []
+
+    # -- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "rng": torch.get_rng_state(),
+            "timeseries": self.timeseries,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.weighting.load_state_dict(state["weighting"])
+        torch.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.timeseries = list(state["timeseries"])
+
+    # -- one step ------------------------------------------------------------------------------------
+    def _set_lr(self, step: int) -> float:
+        f = lr_factor(self.cfg, step, self.steps)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * f
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train_step(self, step: int) -> dict[str, float]:
+        self.model.train()
+        idx = batch_indices(step, len(self.dataset), self.cfg.batch_size, self.cfg.seed)
+        idx = idx[dist.rank() :: dist.world_size()]
+        batch = fetch(self.dataset, idx, self.device)
+        self._set_lr(step)
+        self.method.before_forward(step)
+        outputs = self.net(batch["image"])
+        losses = self.objective(outputs, batch)
+        weights = self.weighting.weights()
+        total = sum(weights[t] * losses[t] for t in losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.method.after_backward(step)
+        values = {t: float(dist.all_reduce_mean(v.detach())) for t, v in losses.items()}
+        for t, v in values.items():
+            if not math.isfinite(v):
+                raise TrainingDiverged(
+                    f"loss of task '{t}' is {v} at step {step}; the last good checkpoint is kept. "
+                    "Lower train.lr or check the data for NaN/Inf"
+                )
+        self.optimizer.step()
+        self.method.after_optimizer_step(step)
+        self.weighting.observe(step, values)
+        return values
+
+    def run(
+        self,
+        checkpoint: Callable[["Trainer"], None] | None = None,
+        progress: bool = True,
+    ) -> None:
+        """Train from `self.step` to the end; call `checkpoint(self)` every `checkpoint_every` steps."""
+        bar = None
+        if progress and dist.is_main():
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.steps, initial=self.step, desc=f"train [{self.method.name}]", leave=False)
+        while self.step < self.steps:
+            s = self.step
+            t0 = time.perf_counter()
+            losses = self.train_step(s)
+            self.step_seconds.append(time.perf_counter() - t0)
+            self.step = s + 1
+            if s % self.cfg.log_every == 0 or self.step == self.steps:
+                self._log(s, losses)
+                if bar is not None:
+                    snap = self.timeseries[-1]
+                    bar.set_postfix(
+                        {**{t: f"{v:.3f}" for t, v in losses.items()}, "sp": f"{snap['sparsity']['overall']:.3f}"}
+                    )
+            if bar is not None:
+                bar.update(1)
+            if checkpoint is not None and self.cfg.checkpoint_every > 0 and self.step % self.cfg.checkpoint_every == 0:
+                if self.step < self.steps:
+                    checkpoint(self)
+        if bar is not None:
+            bar.close()
+        self.method.finalize()
+
+    def _log(self, step: int, losses: dict[str, float]) -> None:
+        snap = self.method.snapshot(step)
+        self.timeseries.append(
+            {
+                "step": step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "losses": losses,
+                "task_weights": self.weighting.weights(),
+                "sparsity": {"target": snap["target"], "overall": snap["overall"], "components": snap["components"]},
+                "thresholds": snap["thresholds"],
+            }
+        )
+

@@ -1,0 +1,142 @@
+"""Hardening: bake thresholds or masks into plain convs, project to NVIDIA's 2:4 pattern, fold batch norm.
+
+- Unstructured: W_hard = sign(W) * max(|W| - tau, 0) (the shrunk values, never W * mask: method.md section 6).
+- 2:4: in every group of 4 consecutive *input channels* of a `[K, C, R, S]` conv weight, for each (k, r, s),
+  at most 2 nonzeros (the axis TensorRT and `polygraphy inspect sparsity` check; peers.md 2.1). The 2 largest
+  magnitudes survive. Layers TensorRT cannot run sparse are left as they are, with the reason recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from trainers.sparsity.base import SparsityMethod
+from trainers.sparsity.layers import make_plain_
+
+
+@torch.no_grad()
+def harden_(method: SparsityMethod) -> dict[str, Tensor]:
+    """Replace each sparse layer by a plain Conv2d holding its effective weight. Idempotent.
+
+    Returns the hardened weights by layer name. Thresholds and masks are no longer applied afterwards.
+    """
+    out = {}
+    for name, layer in method.layers.items():
+        w = layer.effective_weight().detach().clone()
+        make_plain_(layer)
+        layer.weight.copy_(w)
+        out[name] = w
+    return out
+
+
+def nm_mask(weight: Tensor, n: int = 2, m: int = 4) -> Tensor:
+    """Keep mask with the `n` largest |w| in every group of `m` along dim 1 (input channels).
+
+    Ties keep the lower channel index (deterministic). Requires `weight.shape[1] % m == 0`.
+    """
+    if weight.dim() < 2 or weight.shape[1] % m:
+        raise ValueError(f"2:4 needs the input-channel count to be a multiple of {m}, got shape {tuple(weight.shape)}")
+    w = weight.detach().abs().movedim(1, -1)  # [K, R, S, C]
+    groups = w.reshape(*w.shape[:-1], w.shape[-1] // m, m)
+    idx = groups.topk(n, dim=-1, sorted=False).indices
+    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True)
+    # never "keep" an exact zero over a nonzero: topk already prefers larger magnitudes
+    return keep.reshape(w.shape).movedim(-1, 1)
+
+
+def nm_violations(weight: Tensor, n: int = 2, m: int = 4) -> int:
+    """Number of groups (of `m` along input channels) holding more than `n` nonzeros."""
+    w = (weight.detach() != 0).movedim(1, -1)
+    groups = w.reshape(*w.shape[:-1], w.shape[-1] // m, m)
+    return int((groups.sum(-1) > n).sum())
+
+
+def nm_eligibility(conv: nn.Conv2d, min_channels: int = 16) -> tuple[bool, str]:
+    """Whether TensorRT can run this conv with sparse kernels, and why not (ASP/ModelOpt rules: K%8, C%16)."""
+    k, c = conv.out_channels, conv.in_channels // conv.groups
+    if conv.groups != 1:
+        return False, f"grouped/depthwise conv (groups={conv.groups})"
+    if c % min_channels:
+        return False, f"{c} input channels, not a multiple of {min_channels}"
+    if k % 8:
+        return False, f"{k} output channels, not a multiple of 8"
+    return True, "eligible"
+
+
+@dataclass
+class NMDecision:
+    name: str
+    pattern: str  # "2:4" | "unstructured" | "dense"
+    reason: str
+
+
+@torch.no_grad()
+def nm_project_(
+    model: nn.Module,
+    layer_names: list[str],
+    learned_sparsity: dict[str, float],
+    mode: str,
+    min_channels: int = 16,
+    adaptive_min_sparsity: float = 0.5,
+) -> tuple[list[NMDecision], dict[str, Tensor]]:
+    """Project chosen conv layers of a hardened plain model onto 2:4 in place.
+
+    `mode` "2:4": every eligible layer. "adaptive-2:4": only eligible layers whose learned sparsity is at least
+    `adaptive_min_sparsity`; the sensitive (denser) ones keep their unstructured hardened weights.
+    Returns the decisions and a keep-mask per layer (True where a weight may be nonzero) for fine-tuning.
+    """
+    modules = dict(model.named_modules())
+    decisions, masks = [], {}
+    for name in layer_names:
+        conv = modules[name]
+        ok, why = nm_eligibility(conv, min_channels)
+        learned = learned_sparsity.get(name, 0.0)
+        base_pattern = "unstructured" if learned > 0 else "dense"
+        if not ok:
+            decisions.append(NMDecision(name, base_pattern, f"skipped: {why}"))
+        elif mode == "adaptive-2:4" and learned < adaptive_min_sparsity:
+            decisions.append(
+                NMDecision(name, base_pattern, f"kept: learned sparsity {learned:.2f} < {adaptive_min_sparsity:.2f}")
+            )
+        else:
+            keep = nm_mask(conv.weight)
+            conv.weight.mul_(keep)
+            decisions.append(NMDecision(name, "2:4", "2:4 applied"))
+        masks[name] = conv.weight != 0
+    return decisions, masks
+
+
+@torch.no_grad()
+def fold_batchnorm_(model: nn.Module) -> list[str]:
+    """Fold every BatchNorm2d that directly follows a Conv2d inside an nn.Sequential into that conv (eval mode).
+
+    Folding scales each output channel, so zeros and 2:4 patterns survive. The folded conv gains a bias and the
+    BN becomes Identity. Returns the folded conv names. Callers check the outputs are unchanged.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = []
+    for parent_name, parent in model.named_modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        keys = list(parent._modules.keys())
+        for a, b in zip(keys, keys[1:]):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d):
+                fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                conv.weight.copy_(fused.weight)
+                conv.bias = nn.Parameter(fused.bias.detach().clone())
+                parent._modules[b] = nn.Identity()
+                folded.append(f"{parent_name}.{a}" if parent_name else a)
+    return folded
+
+
+def summarize_decisions(decisions: list[NMDecision]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for d in decisions:
+        counts[d.pattern] = counts.get(d.pattern, 0) + 1
+    return counts

@@ -1,0 +1,225 @@
+"""Learnable soft thresholds: AdapMTL's per-component thresholds (improved default) and the paper-faithful mode.
+
+Improved default (`SoftThresholds`): layer l of group g (a component, or a layer for STR) uses
+
+    tau_l = rms(W_l) * exp(s_g + b)
+
+- `rms(W_l)` makes the threshold scale-invariant: layers with different weight scales are compared fairly.
+- `b` is one shared offset set by the target controller: every `update_every` steps it is solved exactly (a
+  k-th value over all prunable weights) so the overall sparsity equals the cubic schedule's value. At the end
+  it is solved once more, so the achieved overall sparsity equals the target to within one weight.
+- `s_g` (mean zero) carries only the *split* between groups. It is learned from the task loss: the gradient
+  dL/ds_g says how much the loss rises when group g prunes more; dividing it by dN_g/ds_g (how many weights
+  that prunes, read off the density of weight magnitudes at the threshold) gives the marginal loss per
+  pruned weight. Groups whose marginal cost is below average prune more, those above prune less, until the
+  costs are equal: the optimum of "least loss at a fixed number of pruned weights". This preconditioning is
+  what plain Adam on s_g lacks (its sign-like steps move every group alike; see docs/method.md).
+
+Paper-faithful (`FaithfulSoftThresholds`): tau = sigmoid(s_c) in absolute units, s_c trained by the run's
+optimizer with coupled weight decay, frozen whenever overall sparsity reaches the target (method.md 4.2).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trainers.sparsity.base import SparsityMethod, reduce_grad_
+
+_DENSITY_BAND = 0.05  # half-width (in log-threshold units) of the band used to count weights at the threshold
+
+
+class SoftThresholds(SparsityMethod):
+    threshold_kind = "tau / rms(W)"
+
+    def __init__(self, cfg, total_steps: int, granularity: str = "component", allocation: str = "marginal"):
+        super().__init__(cfg, total_steps)
+        if granularity not in ("component", "layer") or allocation not in ("marginal", "none"):
+            raise ValueError(f"bad soft-threshold setup {granularity}/{allocation}")
+        self.granularity = granularity
+        self.allocation = allocation
+
+    # -- state ---------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        names = list(self.layers)
+        self.groups = self.components if self.granularity == "component" else names
+        index = {g: i for i, g in enumerate(self.groups)}
+        self.group_of = {
+            n: index[layer.component if self.granularity == "component" else n] for n, layer in self.layers.items()
+        }
+        dev = next(iter(self.layers.values())).weight.device
+        self.s = torch.zeros(len(self.groups), device=dev, requires_grad=self.allocation == "marginal")
+        self.b = torch.tensor(-30.0, device=dev)  # effectively no pruning until the first solve
+        self.grad_ema = torch.zeros(len(self.groups), device=dev)
+        self.rms = {n: torch.ones((), device=dev) for n in names}
+        self.numel = torch.tensor(
+            [sum(self.layers[n].weight.numel() for n in names if self.group_of[n] == i) for i in range(len(self.groups))],
+            device=dev,
+            dtype=torch.float64,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "s": self.s.detach().clone(),
+            "b": self.b.clone(),
+            "grad_ema": self.grad_ema.clone(),
+            "rms": {n: r.clone() for n, r in self.rms.items()},
+            "groups": list(self.groups),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.s.copy_(state["s"])
+            self.b.copy_(state["b"])
+            self.grad_ema.copy_(state["grad_ema"])
+        self.rms = {n: r.clone() for n, r in state["rms"].items()}
+        self._set_taus()
+
+    # -- controller ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _log_mags(self) -> dict[str, Tensor]:
+        """log(|W| / rms(W)) per layer (the key that the shared offset is compared against, minus s_g)."""
+        out = {}
+        for n, layer in self.layers.items():
+            w = layer.weight.detach()
+            self.rms[n] = w.pow(2).mean().sqrt().clamp_min(1e-12)
+            out[n] = torch.log(w.abs().flatten() / self.rms[n])  # -inf for exact zeros: always pruned
+        return out
+
+    @torch.no_grad()
+    def _solve_offset(self, fraction: float, logm: dict[str, Tensor]) -> None:
+        keys = torch.cat([logm[n] - self.s[self.group_of[n]] for n in self.layers])
+        k = int(round(fraction * keys.numel()))
+        if k <= 0:
+            finite = keys[torch.isfinite(keys)]
+            self.b.fill_((finite.min() - 1.0).item() if finite.numel() else -30.0)
+        else:
+            self.b.fill_(keys.kthvalue(k).values.item())
+
+    @torch.no_grad()
+    def _apply_bounds(self, logm: dict[str, Tensor]) -> None:
+        """Keep each component's sparsity within [component_min, component_max] (component granularity)."""
+        if self.granularity != "component":
+            return
+        lo, hi = self.cfg.component_min, self.cfg.component_max
+        for i, comp in enumerate(self.groups):
+            vals = torch.cat([logm[n] for n in self.layers if self.group_of[n] == i])
+            frac = (vals <= self.s[i] + self.b).double().mean().item()
+            if frac > hi or frac < lo:
+                q = hi if frac > hi else lo
+                k = max(1, int(round(q * vals.numel())))
+                self.s[i] = vals.kthvalue(k).values - self.b
+
+    def _set_taus(self) -> None:
+        for n, layer in self.layers.items():
+            layer.tau = self.rms[n] * torch.exp(self.s[self.group_of[n]] + self.b)
+
+    @torch.no_grad()
+    def _reallocate(self, logm: dict[str, Tensor]) -> None:
+        """One preconditioned step on s toward equal marginal loss per pruned weight across groups."""
+        density = torch.zeros(len(self.groups), dtype=torch.float64, device=self.s.device)
+        for n in self.layers:
+            key = logm[n] - self.s[self.group_of[n]] - self.b
+            density[self.group_of[n]] += (key.abs() < _DENSITY_BAND).sum()
+        density = density.clamp_min(1.0) / (2 * _DENSITY_BAND)
+        cost = self.grad_ema.double() / density  # dL / dN_g: loss per extra pruned weight
+        positive = cost[cost > 0]
+        floor = (positive.min() * 1e-3) if positive.numel() else torch.tensor(1e-12, dtype=torch.float64)
+        log_cost = torch.log(cost.clamp_min(floor.item()))
+        mean = (density * log_cost).sum() / density.sum()
+        step = (log_cost - mean).clamp(-1.0, 1.0) * self.cfg.alloc_lr
+        self.s -= step.to(self.s.dtype)
+        centre = (self.numel * self.s.double()).sum() / self.numel.sum()
+        self.s -= centre.to(self.s.dtype)
+        self.s.clamp_(-self.cfg.alloc_bound, self.cfg.alloc_bound)
+
+    def _learning(self, step: int) -> bool:
+        start = (self.cfg.ramp_start + 0.1 * (self.cfg.ramp_end - self.cfg.ramp_start)) * self.total_steps
+        return self.allocation == "marginal" and start <= step <= self.cfg.ramp_end * self.total_steps
+
+    def before_forward(self, step: int) -> None:
+        if step % self.cfg.update_every == 0:
+            logm = self._log_mags()
+            if self._learning(step) and step > 0:
+                self._reallocate(logm)
+            target = self.target_at(step)
+            self._solve_offset(target, logm)
+            if target > 0:
+                self._apply_bounds(logm)
+                self._solve_offset(target, logm)
+        self._set_taus()
+
+    def after_backward(self, step: int) -> None:
+        if self.s.grad is None:
+            return
+        reduce_grad_(self.s.grad)
+        with torch.no_grad():
+            a = self.cfg.alloc_ema
+            self.grad_ema.mul_(a).add_(self.s.grad, alpha=1 - a)
+        self.s.grad = None
+
+    def finalize(self) -> None:
+        logm = self._log_mags()
+        self._solve_offset(self.cfg.target, logm)
+        self._set_taus()
+
+    def thresholds(self) -> dict[str, float]:
+        if self.granularity == "layer":
+            return {}
+        return {g: math.exp(float(self.s[i].detach() + self.b)) for i, g in enumerate(self.groups)}
+
+
+class FaithfulSoftThresholds(SparsityMethod):
+    """The official dynamics: one sigmoid threshold per component, Adam + coupled decay, freeze at ratio."""
+
+    threshold_kind = "sigmoid(s) (absolute)"
+
+    def setup(self) -> None:
+        dev = next(iter(self.layers.values())).weight.device
+        self.index = {c: i for i, c in enumerate(self.components)}
+        self.s = torch.nn.Parameter(torch.full((len(self.components),), float(self.cfg.init), device=dev))
+        self.frozen_at: int | None = None
+        self.frozen_now = False
+
+    def extra_param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": [self.s], "lr": self.cfg.threshold_lr, "weight_decay": self.cfg.threshold_decay}]
+
+    def before_forward(self, step: int) -> None:
+        tau = torch.sigmoid(self.s)
+        for layer in self.layers.values():
+            layer.tau = tau[self.index[layer.component]]
+
+    @torch.no_grad()
+    def _overall(self) -> float:
+        zeros = total = 0
+        tau = torch.sigmoid(self.s)
+        for layer in self.layers.values():
+            zeros += int((layer.weight.abs() <= tau[self.index[layer.component]]).sum())
+            total += layer.weight.numel()
+        return zeros / total
+
+    def after_backward(self, step: int) -> None:
+        reduce_grad_(self.s.grad)
+        # Official rule: once overall sparsity reaches the ratio, drop the threshold gradients so Adam skips
+        # them (weight decay included); weights keep training, so sparsity can drift past the target.
+        self.frozen_now = self._overall() >= self.cfg.target
+        if self.frozen_now:
+            self.s.grad = None
+            if self.frozen_at is None:
+                self.frozen_at = step
+
+    def thresholds(self) -> dict[str, float]:
+        return {c: float(torch.sigmoid(self.s[i])) for c, i in self.index.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"s": self.s.detach().clone(), "frozen_at": -1 if self.frozen_at is None else self.frozen_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.s.copy_(state["s"])
+        f = int(state.get("frozen_at", -1))
+        self.frozen_at = None if f < 0 else f
+        self.before_forward(0)

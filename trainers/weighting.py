@@ -1,0 +1,89 @@
+"""Task-loss weighting: static priorities, or AdapMTL's adaptive rule (method.md section 5).
+
+Adaptive rule, per step i >= begin: d_t(i) = |L_t(i-1) - L_t(i)| / L_t(i) goes into a FIFO of length `window`;
+once the FIFO is full, w_t = mean(FIFO). Every step the weights are normalised to sum to `normalise_to`
+(default: the number of tasks; the official code hard-codes 3). Weights never carry gradients. The weights
+used at step i are computed from the losses of steps before i.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+
+class StaticWeighting:
+    def __init__(self, tasks: list[str], priority: dict[str, float] | None = None):
+        self.tasks = list(tasks)
+        self.priority = {t: float((priority or {}).get(t, 1.0)) for t in self.tasks}
+
+    def weights(self) -> dict[str, float]:
+        return dict(self.priority)
+
+    def observe(self, step: int, losses: dict[str, float]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class AdaptiveLossWeighting(StaticWeighting):
+    def __init__(
+        self,
+        tasks: list[str],
+        begin: int,
+        window: int,
+        normalise_to: float | None = None,
+        smoothing: float = 0.0,
+        priority: dict[str, float] | None = None,
+    ):
+        super().__init__(tasks, priority)
+        if window <= 0 or begin < 0:
+            raise ValueError("window must be positive and begin non-negative")
+        self.begin, self.window, self.smoothing = begin, window, smoothing
+        self.normalise_to = float(normalise_to) if normalise_to is not None else float(len(self.tasks))
+        self.raw = {t: 1.0 for t in self.tasks}
+        self.prev: dict[str, float] | None = None
+        self.history: dict[str, deque[float]] = {t: deque(maxlen=window) for t in self.tasks}
+
+    def weights(self) -> dict[str, float]:
+        total = sum(self.raw.values())
+        w = {t: self.normalise_to * self.raw[t] / total for t in self.tasks}
+        return {t: w[t] * self.priority[t] for t in self.tasks}
+
+    def observe(self, step: int, losses: dict[str, float]) -> None:
+        cur = {t: float(losses[t]) for t in self.tasks}
+        if self.smoothing > 0 and self.prev is not None:
+            a = self.smoothing
+            cur = {t: a * self.prev[t] + (1 - a) * cur[t] for t in self.tasks}
+        if step >= self.begin and self.prev is not None:
+            for t in self.tasks:
+                self.history[t].append(abs(self.prev[t] - cur[t]) / max(abs(cur[t]), 1e-12))
+            if all(len(h) == self.window for h in self.history.values()):
+                self.raw = {t: sum(h) / self.window for t, h in self.history.items()}
+                if sum(self.raw.values()) <= 0:
+                    self.raw = {t: 1.0 for t in self.tasks}
+        self.prev = cur
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "raw": dict(self.raw),
+            "prev": dict(self.prev) if self.prev is not None else {},
+            "history": {t: list(h) for t, h in self.history.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.raw = {t: float(v) for t, v in state["raw"].items()}
+        self.prev = {t: float(v) for t, v in state["prev"].items()} or None
+        for t, h in state["history"].items():
+            self.history[t] = deque((float(x) for x in h), maxlen=self.window)
+
+
+def build_weighting(kind: str, tasks: list[str], cfg) -> StaticWeighting:
+    """`kind` is 'static' or 'adaptive' (already resolved from 'auto' by the caller)."""
+    if kind == "adaptive":
+        return AdaptiveLossWeighting(tasks, cfg.begin, cfg.window, cfg.normalise_to, cfg.smoothing, cfg.priority)
+    return StaticWeighting(tasks, cfg.priority)
