@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-MetricsFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray], list[str], int], dict[str, dict[str, float]]]
+MetricsFn = Callable[
+    [Mapping[str, np.ndarray], Mapping[str, np.ndarray], list[str], int], dict[str, dict[str, float]]
+]
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class OutputComparison:
         return self.passed
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready dict; statistics that could not be computed (NaN) become None."""
+        return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in asdict(self).items()}
 
 
 def _atol_for(name: str, atol: Mapping[str, float] | float) -> float:
@@ -61,17 +64,24 @@ def _atol_for(name: str, atol: Mapping[str, float] | float) -> float:
     return float(atol)
 
 
-def _failed(name: str, atol: float, rtol: float, detail: str, *, shape_ok: bool, nonfinite: bool = False,
-            n: int = 0) -> OutputComparison:
+def _failed(
+    name: str, atol: float, rtol: float, detail: str, *, shape_ok: bool, nonfinite: bool = False, n: int = 0
+) -> OutputComparison:
     nan = float("nan")
-    return OutputComparison(name, False, nan, nan, nan, nan, nan, nan, nonfinite, shape_ok, atol, rtol, n, n, detail)
+    return OutputComparison(
+        name, False, nan, nan, nan, nan, nan, nan, nonfinite, shape_ok, atol, rtol, n, n, detail
+    )
 
 
-def compare_output(name: str, ref: np.ndarray, test: np.ndarray, atol: float, rtol: float) -> OutputComparison:
+def compare_output(
+    name: str, ref: np.ndarray, test: np.ndarray, atol: float, rtol: float
+) -> OutputComparison:
     """Compare one output array against its reference (see the module docstring for the rule)."""
     ref, test = np.asarray(ref), np.asarray(test)
     if ref.shape != test.shape:
-        return _failed(name, atol, rtol, f"shape {list(test.shape)} != reference {list(ref.shape)}", shape_ok=False)
+        return _failed(
+            name, atol, rtol, f"shape {list(test.shape)} != reference {list(ref.shape)}", shape_ok=False
+        )
     r, t = ref.astype(np.float64), test.astype(np.float64)
     finite = np.isfinite(r) & np.isfinite(t)
     nonfinite = not bool(finite.all())
@@ -85,16 +95,29 @@ def compare_output(name: str, ref: np.ndarray, test: np.ndarray, atol: float, rt
     rel = diff[nonzero] / np.abs(r[nonzero])
     detail = f"{ref.size - int(finite.sum())} NaN/Inf elements" if nonfinite else ""
     return OutputComparison(
-        name=name, passed=failed == 0, max_abs=float(diff.max()), mean_abs=float(diff.mean()),
-        p99_abs=float(np.percentile(diff, 99)), max_rel=float(rel.max()) if rel.size else 0.0,
+        name=name,
+        passed=failed == 0,
+        max_abs=float(diff.max()),
+        mean_abs=float(diff.mean()),
+        p99_abs=float(np.percentile(diff, 99)),
+        max_rel=float(rel.max()) if rel.size else 0.0,
         mean_rel=float(rel.mean()) if rel.size else 0.0,
-        min_required_atol=float(max((diff - rtol * np.abs(r)).max(), 0.0)), has_nonfinite=nonfinite,
-        shape_ok=True, atol=atol, rtol=rtol, num_failed=failed, num_elements=int(ref.size), detail=detail,
+        min_required_atol=float(max((diff - rtol * np.abs(r)).max(), 0.0)),
+        has_nonfinite=nonfinite,
+        shape_ok=True,
+        atol=atol,
+        rtol=rtol,
+        num_failed=failed,
+        num_elements=int(ref.size),
+        detail=detail,
     )
 
 
 def compare_outputs(
-    ref: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], atol: Mapping[str, float] | float, rtol: float
+    ref: Mapping[str, np.ndarray],
+    test: Mapping[str, np.ndarray],
+    atol: Mapping[str, float] | float,
+    rtol: float,
 ) -> list[OutputComparison]:
     """Compare every reference output with the same-named test output.
 
@@ -111,7 +134,9 @@ def compare_outputs(
     for name, r in ref.items():
         a = _atol_for(name, atol)
         if name not in test:
-            results.append(_failed(name, a, rtol, f"missing from test outputs {sorted(test)}", shape_ok=False))
+            results.append(
+                _failed(name, a, rtol, f"missing from test outputs {sorted(test)}", shape_ok=False)
+            )
         else:
             results.append(compare_output(name, r, test[name], a, rtol))
     return results
@@ -122,9 +147,11 @@ def format_comparisons(results: Sequence[OutputComparison]) -> str:
     lines = []
     for c in results:
         status = "PASSED" if c.passed else "FAILED"
-        lines.append(f"{status} {c.name}: max_abs={c.max_abs:.3g} p99_abs={c.p99_abs:.3g} max_rel={c.max_rel:.3g} "
-                     f"min_required_atol={c.min_required_atol:.3g} (atol={c.atol:g}, rtol={c.rtol:g})"
-                     + (f" [{c.detail}]" if c.detail else ""))
+        lines.append(
+            f"{status} {c.name}: max_abs={c.max_abs:.3g} p99_abs={c.p99_abs:.3g} max_rel={c.max_rel:.3g} "
+            f"min_required_atol={c.min_required_atol:.3g} (atol={c.atol:g}, rtol={c.rtol:g})"
+            + (f" [{c.detail}]" if c.detail else "")
+        )
     return "\n".join(lines)
 
 
@@ -188,7 +215,10 @@ def task_parity(
         if metric_atol is not None:
             passed = all(abs(d) <= _atol_for(k, metric_atol) for k, d in delta.items())
         report[task] = {
-            "ref": dict(ref_m[task]), "test": dict(test_m[task]), "delta": delta,
-            "agreement": _runtime_agreement(task, ref_outputs[task], test_outputs[task]), "passed": passed,
+            "ref": dict(ref_m[task]),
+            "test": dict(test_m[task]),
+            "delta": delta,
+            "agreement": _runtime_agreement(task, ref_outputs[task], test_outputs[task]),
+            "passed": passed,
         }
     return report

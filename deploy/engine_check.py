@@ -43,7 +43,11 @@ def _agreement(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.nda
     """Ground-truth-free task agreement (seg argmax, normal angle, depth difference) per reference head."""
     from deploy.compare import _runtime_agreement  # the same numbers task_parity reports as "agreement"
 
-    return {task: _runtime_agreement(task, ref, outputs[task]) for task, ref in reference.items() if task in outputs}
+    return {
+        task: _runtime_agreement(task, ref, outputs[task])
+        for task, ref in reference.items()
+        if task in outputs
+    }
 
 
 def run_engine_checks(
@@ -96,7 +100,10 @@ def run_engine_checks(
         raise PipelineError("run_engine_checks got no inputs; run `pipeline run validate` to save them")
     engine_path = Path(engine_path)
     sync = _cuda_sync()
-    result: dict[str, Any] = {"engine": str(engine_path), "samples": int(next(iter(inputs.values())).shape[0])}
+    result: dict[str, Any] = {
+        "engine": str(engine_path),
+        "samples": int(next(iter(inputs.values())).shape[0]),
+    }
     with runner_factory(engine_path) as runner:
         outputs = run_batched(runner, inputs, batch_size)
         missing = sorted(set(reference) - set(outputs))
@@ -109,7 +116,9 @@ def run_engine_checks(
         result["task_parity"], result["metrics_passed"] = None, None
         if targets is not None:
             metric_atol = None if miou_tol is None else {"miou": float(miou_tol), "default": float("inf")}
-            parity = task_parity(reference, outputs, targets, list(tasks), num_classes, metric_atol=metric_atol)
+            parity = task_parity(
+                reference, outputs, targets, list(tasks), num_classes, metric_atol=metric_atol
+            )
             result["task_parity"] = parity
             if metric_atol is not None:
                 result["metrics_passed"] = all(bool(t["passed"]) for t in parity.values())
@@ -163,7 +172,9 @@ def torch_cuda_latency(
     if not torch.cuda.is_available():
         from deploy.environment import cuda_skip_reason
 
-        raise BackendUnavailable(f"PyTorch CUDA latency needs a GPU: {cuda_skip_reason() or 'no CUDA device'}")
+        raise BackendUnavailable(
+            f"PyTorch CUDA latency needs a GPU: {cuda_skip_reason() or 'no CUDA device'}"
+        )
     if isinstance(dtype, str):
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
     net = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
@@ -173,6 +184,4 @@ def torch_cuda_latency(
             x = torch.rand(int(b), channels, hw[0], hw[1], device=device, dtype=dtype)
             samples = measure(lambda x=x: net(x), warmup, iters, sync=torch.cuda.synchronize)
             out[str(int(b))] = latency_stats(samples, int(b))
-    del net
-    torch.cuda.empty_cache()
     return out

@@ -59,14 +59,22 @@ def _probe_tensorrt() -> dict[str, Any]:
 
 
 def _probe_torch_cuda() -> tuple[dict[str, Any], dict[str, Any] | None]:
-    torch_info: dict[str, Any] = {"installed": False, "version": None, "cuda_build": None, "cuda_available": False,
-                                  "device_count": 0, "error": None}
+    torch_info: dict[str, Any] = {
+        "installed": False,
+        "version": None,
+        "cuda_build": None,
+        "cuda_available": False,
+        "device_count": 0,
+        "error": None,
+    }
     try:
         import torch
     except Exception as e:  # noqa: BLE001
         torch_info["error"] = f"torch fails to import: {e}"
         return torch_info, None
-    torch_info.update(installed=True, version=torch.__version__, cuda_build=getattr(torch.version, "cuda", None))
+    torch_info.update(
+        installed=True, version=torch.__version__, cuda_build=getattr(torch.version, "cuda", None)
+    )
     try:
         available = bool(torch.cuda.is_available())
     except Exception as e:  # noqa: BLE001 - a broken driver raises here on some builds
@@ -92,8 +100,14 @@ def _probe_torch_cuda() -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def _probe_onnxruntime() -> dict[str, Any]:
-    out: dict[str, Any] = {"installed": False, "version": None, "flavour": None, "distributions": [],
-                           "providers": [], "error": None}
+    out: dict[str, Any] = {
+        "installed": False,
+        "version": None,
+        "flavour": None,
+        "distributions": [],
+        "providers": [],
+        "error": None,
+    }
     for dist in _ORT_DISTRIBUTIONS:
         try:
             out["distributions"].append(f"{dist}=={importlib.metadata.version(dist)}")
@@ -109,7 +123,10 @@ def _probe_onnxruntime() -> dict[str, Any]:
     gpu_eps = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
     if gpu_eps & set(providers):
         out["flavour"] = "gpu"
-    elif providers == ["CPUExecutionProvider"] or set(providers) <= {"CPUExecutionProvider", "AzureExecutionProvider"}:
+    elif providers == ["CPUExecutionProvider"] or set(providers) <= {
+        "CPUExecutionProvider",
+        "AzureExecutionProvider",
+    }:
         out["flavour"] = "cpu"
     else:
         out["flavour"] = "other"
@@ -168,7 +185,9 @@ def tensorrt_skip_reason(probe: dict[str, Any] | None = None) -> str | None:
     if not trt["installed"]:
         reasons.append(trt["error"] or _NOT_INSTALLED_HINT)
     elif trt["major"] is not None and trt["major"] < 10:
-        reasons.append(f"tensorrt {trt['version']} is too old; this project builds with TensorRT 10.x or 11.x")
+        reasons.append(
+            f"tensorrt {trt['version']} is too old; this project builds with TensorRT 10.x or 11.x"
+        )
     elif trt["error"]:
         reasons.append(trt["error"])
     cuda = cuda_skip_reason(probe)

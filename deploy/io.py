@@ -91,9 +91,11 @@ def split_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> list[dic
     """Split equally long arrays along axis 0 into feed dicts of at most `batch_size` rows."""
     lengths = {len(v) for v in arrays.values()}
     if len(lengths) != 1 or batch_size < 1:
-        raise ValueError(f"need arrays of one length and batch_size >= 1, got lengths {lengths}, {batch_size}")
+        raise ValueError(
+            f"need arrays of one length and batch_size >= 1, got lengths {lengths}, {batch_size}"
+        )
     n = lengths.pop()
-    return [{k: v[i:i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
+    return [{k: v[i : i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
 
 
 # ---------------------------------------------------------------------------------------------------------

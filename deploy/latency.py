@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def measure(fn: Callable[[], object], warmup: int, iters: int, sync: Callable[[], None] | None = None) -> list[float]:
+def measure(
+    fn: Callable[[], object], warmup: int, iters: int, sync: Callable[[], None] | None = None
+) -> list[float]:
     """Time `iters` calls of `fn` after `warmup` untimed calls.
 
     Args:

@@ -32,7 +32,9 @@ def _ort() -> Any:
     return ort
 
 
-def ort_gpu_skip_reason(provider: str = "CUDAExecutionProvider", probe: dict[str, Any] | None = None) -> str | None:
+def ort_gpu_skip_reason(
+    provider: str = "CUDAExecutionProvider", probe: dict[str, Any] | None = None
+) -> str | None:
     """Why the ONNX Runtime GPU route cannot run here, or None when it may (the session check still applies)."""
     from deploy.environment import probe_gpu_environment
 
@@ -52,12 +54,15 @@ def ort_gpu_skip_reason(provider: str = "CUDAExecutionProvider", probe: dict[str
 
         return cuda_skip_reason(probe) or "no CUDA device"
     if provider == "TensorrtExecutionProvider" and not probe["tensorrt"]["installed"]:
-        return "TensorrtExecutionProvider needs the TensorRT libraries: " + (probe["tensorrt"]["error"] or "missing")
+        return "TensorrtExecutionProvider needs the TensorRT libraries: " + (
+            probe["tensorrt"]["error"] or "missing"
+        )
     return None
 
 
-def provider_options(provider: str, fp16: bool, cache_dir: Path, device_id: int = 0,
-                     workspace_bytes: int | None = None) -> dict[str, Any]:
+def provider_options(
+    provider: str, fp16: bool, cache_dir: Path, device_id: int = 0, workspace_bytes: int | None = None
+) -> dict[str, Any]:
     """Provider options for the CUDA or TensorRT execution provider (engine and timing caches under cache_dir)."""
     if provider == "TensorrtExecutionProvider":
         opts: dict[str, Any] = {
@@ -136,8 +141,13 @@ class OrtGpuRunner(OnnxrtRunner):
 
     name = "onnxrt-gpu"
 
-    def __init__(self, path: str | Path, provider: str = "CUDAExecutionProvider", fp16: bool = True,
-                 cache_dir: str | Path | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        provider: str = "CUDAExecutionProvider",
+        fp16: bool = True,
+        cache_dir: str | Path | None = None,
+    ):
         super().__init__(path, providers=(provider, "CPUExecutionProvider"))
         self.provider, self.fp16, self.cache_dir = provider, fp16, cache_dir
 

@@ -85,8 +85,13 @@ class TorchRunner(Runner):
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: str = "cpu", dtype: torch.dtype | str = torch.float32,
-                 output_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+        output_names: Sequence[str] | None = None,
+    ):
         super().__init__()
         self.model = model
         self.device = torch.device(device)
@@ -114,7 +119,9 @@ class TorchRunner(Runner):
         with torch.inference_mode():
             out = self._module(x)
         if not isinstance(out, Mapping):
-            raise PipelineError(f"model returned {type(out).__name__}; a dict of tensors keyed by task is required")
+            raise PipelineError(
+                f"model returned {type(out).__name__}; a dict of tensors keyed by task is required"
+            )
         names = self.output_names if self.output_names is not None else list(out)
         return {n: _to_numpy(out[n]) for n in names}
 
@@ -149,13 +156,16 @@ class OnnxrtRunner(Runner):
         self.providers = list(providers)
         self.session_options = session_options
         self.session: Any = None
+        self.output_names: list[str] = []
 
     def activate(self) -> None:
         import onnxruntime as ort  # deferred: onnxruntime-gpu and onnxruntime share this module name
 
         if not self.path.exists():
             raise PipelineError(f"ONNX file {self.path} does not exist")
-        session = ort.InferenceSession(str(self.path), sess_options=self.session_options, providers=self.providers)
+        session = ort.InferenceSession(
+            str(self.path), sess_options=self.session_options, providers=self.providers
+        )
         wanted = _provider_name(self.providers[0])
         active = list(session.get_providers())
         if wanted not in active:
@@ -165,12 +175,13 @@ class OnnxrtRunner(Runner):
                 "install onnxruntime-gpu with matching CUDA libraries, or request CPUExecutionProvider"
             )
         self.session = session
+        self.output_names = [o.name for o in session.get_outputs()]
 
     def deactivate(self) -> None:
         self.session = None
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
+        names = self.output_names
         outs = self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feed.items()})
         return dict(zip(names, outs, strict=True))
 
@@ -218,11 +229,13 @@ def get_runner(name: str, *args: Any, **kwargs: Any) -> InferenceRunner:
     return RUNNERS[name](*args, **kwargs)
 
 
-def run_batched(runner: InferenceRunner, inputs: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+def run_batched(
+    runner: InferenceRunner, inputs: Mapping[str, np.ndarray], batch_size: int
+) -> dict[str, np.ndarray]:
     """Feed `inputs` through an active runner in chunks along axis 0 and concatenate the outputs."""
     n = len(next(iter(inputs.values())))
     chunks: dict[str, list[np.ndarray]] = {}
     for i in range(0, n, batch_size):
-        for k, v in runner.infer({name: a[i:i + batch_size] for name, a in inputs.items()}).items():
+        for k, v in runner.infer({name: a[i : i + batch_size] for name, a in inputs.items()}).items():
             chunks.setdefault(k, []).append(v)
     return {k: np.concatenate(v, axis=0) for k, v in chunks.items()}

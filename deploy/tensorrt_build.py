@@ -85,7 +85,12 @@ class BuildPlan:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["profiles"] = [
-            {"input": p.input_name, "min": list(p.min_shape), "opt": list(p.opt_shape), "max": list(p.max_shape)}
+            {
+                "input": p.input_name,
+                "min": list(p.min_shape),
+                "opt": list(p.opt_shape),
+                "max": list(p.max_shape),
+            }
             for p in self.profiles
         ]
         return d
@@ -95,7 +100,9 @@ def trt_major_version(version: str) -> int:
     """Major number of a TensorRT version string ("10.13.0.35" -> 10); PipelineError when unparseable."""
     m = re.match(r"\s*(\d+)\.", str(version) + ".")
     if not m:
-        raise PipelineError(f"cannot read a TensorRT major version from {version!r}; expected e.g. '10.13.0.35'")
+        raise PipelineError(
+            f"cannot read a TensorRT major version from {version!r}; expected e.g. '10.13.0.35'"
+        )
     return int(m.group(1))
 
 
@@ -117,12 +124,18 @@ def onnx_input_shapes(onnx_path: str | Path) -> dict[str, list[int | str]]:
     return shapes
 
 
-def _profile_for(name: str, dims: list[int | str], cfg: BuildConfig, hw: tuple[int, int] | None) -> ProfileSpec:
+def _profile_for(
+    name: str, dims: list[int | str], cfg: BuildConfig, hw: tuple[int, int] | None
+) -> ProfileSpec:
     if len(dims) != 4:
-        raise PipelineError(f"ONNX input '{name}' has shape {dims}; expected [batch, channels, height, width]")
+        raise PipelineError(
+            f"ONNX input '{name}' has shape {dims}; expected [batch, channels, height, width]"
+        )
     batch, ch, h, w = dims
     if isinstance(ch, str):
-        raise PipelineError(f"ONNX input '{name}' has a symbolic channel dim '{ch}'; re-export with fixed channels")
+        raise PipelineError(
+            f"ONNX input '{name}' has a symbolic channel dim '{ch}'; re-export with fixed channels"
+        )
     if isinstance(batch, int) and not (batch == cfg.min_batch == cfg.max_batch):
         raise PipelineError(
             f"ONNX input '{name}' has a fixed batch of {batch} but build.min_batch..max_batch is "
@@ -159,7 +172,9 @@ def plan_build(
     """
     major = trt_major_version(trt_version)
     if major < 10:
-        raise PipelineError(f"TensorRT {trt_version} is not supported; this project builds with TensorRT 10.x or 11.x")
+        raise PipelineError(
+            f"TensorRT {trt_version} is not supported; this project builds with TensorRT 10.x or 11.x"
+        )
     fp16 = cfg.precision == "fp16"
     notes: list[str] = []
     flags: list[str] = []
@@ -173,13 +188,19 @@ def plan_build(
         strongly_typed, convert = True, fp16
         net_flags.append("STRONGLY_TYPED")
         strategy = "strongly_typed_fp16_onnx" if fp16 else "strongly_typed_fp32"
-        notes.append(f"TensorRT {major}.x has no precision builder flags; precision comes from the ONNX types")
+        notes.append(
+            f"TensorRT {major}.x has no precision builder flags; precision comes from the ONNX types"
+        )
     if sparse:
         flags.append("SPARSE_WEIGHTS")
         if not fp16:
-            notes.append("SPARSE_WEIGHTS is only used with FP16/INT8; an FP32/TF32 engine will pick no sparse tactic")
+            notes.append(
+                "SPARSE_WEIGHTS is only used with FP16/INT8; an FP32/TF32 engine will pick no sparse tactic"
+            )
         if major >= 11:
-            notes.append("SPARSE_WEIGHTS on TensorRT 11.x is not in the removed-API tables but is unverified here")
+            notes.append(
+                "SPARSE_WEIGHTS on TensorRT 11.x is not in the removed-API tables but is unverified here"
+            )
     shapes = onnx_input_shapes(onnx_path)
     if not shapes:
         raise PipelineError(f"ONNX model {onnx_path} has no graph inputs")
@@ -245,14 +266,27 @@ def convert_onnx_to_fp16(
     g = model.graph
     for node in g.node:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            raise PipelineError(f"convert_onnx_to_fp16 does not handle control flow ({node.op_type} '{node.name}')")
+            raise PipelineError(
+                f"convert_onnx_to_fp16 does not handle control flow ({node.op_type} '{node.name}')"
+            )
     F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
-    stats = {"initializers": 0, "constants": 0, "casts": 0, "inputs_wrapped": 0, "outputs_wrapped": 0,
-             "clipped_large": 0, "raised_small": 0, "kept_fp32": []}
+    stats = {
+        "initializers": 0,
+        "constants": 0,
+        "casts": 0,
+        "inputs_wrapped": 0,
+        "outputs_wrapped": 0,
+        "clipped_large": 0,
+        "raised_small": 0,
+        "kept_fp32": [],
+    }
 
     keep32 = {n.input[i] for n in g.node for i in _FP32_ONLY_INPUTS.get(n.op_type, ()) if i < len(n.input)}
     fp16_uses = {
-        name for n in g.node for i, name in enumerate(n.input) if i not in _FP32_ONLY_INPUTS.get(n.op_type, ())
+        name
+        for n in g.node
+        for i, name in enumerate(n.input)
+        if i not in _FP32_ONLY_INPUTS.get(n.op_type, ())
     } | {o.name for o in g.output}
 
     new_inits = []
@@ -371,7 +405,7 @@ def parse_sparsity_log(lines: Iterable[str]) -> dict[str, Any]:
         for mark, key in ((_ELIGIBLE_MARK, "eligible"), (_PICKED_MARK, "picked")):
             pos = line.find(mark)
             if pos >= 0:
-                out[key] = _split_layers(line[pos + len(mark):].strip())
+                out[key] = _split_layers(line[pos + len(mark) :].strip())
                 out[f"{key}_logged"] = True
     return out
 
@@ -387,18 +421,27 @@ def parse_engine_layers(info_json: str) -> list[dict[str, Any]]:
     out = []
     for layer in layers:
         if isinstance(layer, str):
-            out.append({"name": layer, "type": None, "tactic": None, "has_sparse_weights": None,
-                        "sparse_tactic": None})
+            out.append(
+                {
+                    "name": layer,
+                    "type": None,
+                    "tactic": None,
+                    "has_sparse_weights": None,
+                    "sparse_tactic": None,
+                }
+            )
             continue
         tactic = layer.get("TacticName")
         hsw = layer.get("HasSparseWeights")
-        out.append({
-            "name": layer.get("Name"),
-            "type": layer.get("LayerType") or layer.get("ParameterType"),
-            "tactic": tactic,
-            "has_sparse_weights": None if hsw is None else bool(int(hsw)),
-            "sparse_tactic": None if tactic is None else ("sparse" in str(tactic).lower()),
-        })
+        out.append(
+            {
+                "name": layer.get("Name"),
+                "type": layer.get("LayerType") or layer.get("ParameterType"),
+                "tactic": tactic,
+                "has_sparse_weights": None if hsw is None else bool(int(hsw)),
+                "sparse_tactic": None if tactic is None else ("sparse" in str(tactic).lower()),
+            }
+        )
     return out
 
 
@@ -475,7 +518,9 @@ def sparse_layer_report(
             mapped = node_to_layer.get(member)
             if mapped is None:  # TensorRT may decorate node names; fall back to containment
                 for node, layer in node_to_layer.items():
-                    if node and re.search(r"(?<![A-Za-z0-9_])" + re.escape(node) + r"(?![A-Za-z0-9_])", member):
+                    if node and re.search(
+                        r"(?<![A-Za-z0-9_])" + re.escape(node) + r"(?![A-Za-z0-9_])", member
+                    ):
                         mapped = layer
                         break
             if mapped is not None:
@@ -608,13 +653,16 @@ def _configure(trt: Any, builder: Any, network: Any, plan: BuildPlan) -> Any:
     for name in plan.builder_flags:
         config.set_flag(_enum(trt.BuilderFlag, name, "BuilderFlag", plan.trt_version))
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
-    config.profiling_verbosity = _enum(trt.ProfilingVerbosity, plan.profiling_verbosity, "ProfilingVerbosity",
-                                       plan.trt_version)
+    config.profiling_verbosity = _enum(
+        trt.ProfilingVerbosity, plan.profiling_verbosity, "ProfilingVerbosity", plan.trt_version
+    )
     net_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     profile = builder.create_optimization_profile()
     for p in plan.profiles:
         if p.input_name not in net_inputs:
-            raise PipelineError(f"plan profiles input '{p.input_name}' but the network inputs are {sorted(net_inputs)}")
+            raise PipelineError(
+                f"plan profiles input '{p.input_name}' but the network inputs are {sorted(net_inputs)}"
+            )
         profile.set_shape(p.input_name, p.min_shape, p.opt_shape, p.max_shape)
     config.add_optimization_profile(profile)
     return config
@@ -623,11 +671,12 @@ def _configure(trt: Any, builder: Any, network: Any, plan: BuildPlan) -> Any:
 def _load_timing_cache(config: Any, path: Path) -> tuple[Any, int]:
     prev = path.read_bytes() if path.exists() else b""
     cache = config.create_timing_cache(prev)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
+    # positional (cache, ignore_mismatch): a cache from another GPU or TensorRT version is refused, not reused
+    if not config.set_timing_cache(cache, False):
         log.warning("timing cache %s does not match this GPU/TensorRT; starting a fresh one", path)
         prev = b""
         cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        config.set_timing_cache(cache, False)
     return cache, len(prev)
 
 
@@ -654,8 +703,10 @@ def build_engine(
     trt = import_tensorrt()
     installed = str(getattr(trt, "__version__", "?"))
     if trt_major_version(installed) != plan.trt_major:
-        raise PipelineError(f"plan was made for TensorRT {plan.trt_version} but {installed} is installed; "
-                            "call plan_build(tensorrt.__version__, ...) again")
+        raise PipelineError(
+            f"plan was made for TensorRT {plan.trt_version} but {installed} is installed; "
+            "call plan_build(tensorrt.__version__, ...) again"
+        )
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.exists():
         raise MissingArtifactError(f"ONNX model {onnx_path} does not exist; run `pipeline run export` first")
@@ -673,8 +724,9 @@ def build_engine(
         builder = trt.Builder(logger)
         net_flags = 0
         for name in plan.network_flags:
-            net_flags |= 1 << int(_enum(trt.NetworkDefinitionCreationFlag, name, "NetworkDefinitionCreationFlag",
-                                        installed))
+            net_flags |= 1 << int(
+                _enum(trt.NetworkDefinitionCreationFlag, name, "NetworkDefinitionCreationFlag", installed)
+            )
         network = builder.create_network(net_flags)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(parse_path)):
@@ -686,8 +738,10 @@ def build_engine(
         serialized = builder.build_serialized_network(network, config)
         build_seconds = time.perf_counter() - t0
         if serialized is None:
-            raise PipelineError(f"TensorRT failed to build {engine_path.name}: "
-                                f"{' | '.join(list(sink.problems)[-3:]) or 'no error logged'} (log: {log_file})")
+            raise PipelineError(
+                f"TensorRT failed to build {engine_path.name}: "
+                f"{' | '.join(list(sink.problems)[-3:]) or 'no error logged'} (log: {log_file})"
+            )
         cache_bytes = bytes(config.get_timing_cache().serialize())
         _atomic_write_bytes(cache_path, cache_bytes)
         engine_bytes = bytes(serialized)
@@ -716,15 +770,20 @@ def build_engine(
         "parsed_onnx_sha256": sha256_file(parse_path),
         "fp16_conversion": fp16_stats,
         "build_seconds": round(build_seconds, 3),
-        "timing_cache": {"path": str(cache_path), "loaded_bytes": cache_loaded, "saved_bytes": len(cache_bytes)},
+        "timing_cache": {
+            "path": str(cache_path),
+            "loaded_bytes": cache_loaded,
+            "saved_bytes": len(cache_bytes),
+        },
         "log": str(log_file),
         "log_lines": sink.count,
         "sparsity": sparsity,
         "inspector": inspector,
         "notes": list(plan.notes),
     }
-    _atomic_write_bytes(engine_path.with_name(engine_path.name + ".json"),
-                        (json.dumps(sidecar, indent=2) + "\n").encode())
+    _atomic_write_bytes(
+        engine_path.with_name(engine_path.name + ".json"), (json.dumps(sidecar, indent=2) + "\n").encode()
+    )
     return sidecar
 
 

@@ -14,8 +14,8 @@ CPU torch tensors standing in for CUDA ones.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,16 @@ from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineEr
 log = logging.getLogger(__name__)
 
 # trt.DataType member name -> torch dtype name (resolved lazily so torch stays an optional import here)
-_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
-           "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
+_DTYPES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+}
 
 
 class _HostStream:
@@ -74,7 +82,9 @@ class TensorRTRunner(Runner):
         from deploy.tensorrt_build import import_tensorrt
 
         if not self.engine_path.exists():
-            raise MissingArtifactError(f"TensorRT engine {self.engine_path} does not exist; run `pipeline run build`")
+            raise MissingArtifactError(
+                f"TensorRT engine {self.engine_path} does not exist; run `pipeline run build`"
+            )
         trt = import_tensorrt()
         import torch
 
@@ -141,14 +151,18 @@ class TensorRTRunner(Runner):
             t = inputs[n].to(device=self.device, dtype=self._torch_dtype(n)).contiguous()
             keep.append(t)
             if not self._context.set_input_shape(n, tuple(t.shape)):
-                raise PipelineError(f"input '{n}' shape {tuple(t.shape)} is outside {self._profile_range(n)}; "
-                                    "rebuild with a wider build.min_batch/max_batch")
+                raise PipelineError(
+                    f"input '{n}' shape {tuple(t.shape)} is outside {self._profile_range(n)}; "
+                    "rebuild with a wider build.min_batch/max_batch"
+                )
             self._context.set_tensor_address(n, int(t.data_ptr()))
         outputs = {}
         for n in self.output_names:
             shape = tuple(self._context.get_tensor_shape(n))
             if any(d < 0 for d in shape):
-                raise PipelineError(f"output '{n}' shape {shape} is unresolved after setting the input shapes")
+                raise PipelineError(
+                    f"output '{n}' shape {shape} is unresolved after setting the input shapes"
+                )
             out = torch.empty(shape, dtype=self._torch_dtype(n), device=self.device)
             self._context.set_tensor_address(n, int(out.data_ptr()))
             outputs[n] = out
@@ -166,7 +180,11 @@ class TensorRTRunner(Runner):
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy numpy inputs to the GPU, run, and return numpy outputs keyed by output name."""
         torch = self._torch
-        dev = {n: torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in self.input_names if n in feed}
+        dev = {
+            n: torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device)
+            for n in self.input_names
+            if n in feed
+        }
         outs = self.infer_torch(dev)
         self._stream.synchronize()
         return {n: t.cpu().numpy() for n, t in outs.items()}

@@ -25,8 +25,14 @@ from exporters.pairing import WeightPair, pair_weights
 from pipeline.errors import BackendUnavailable, PipelineError
 
 __all__ = [
-    "ZeroPatternReport", "WeightPair", "compress_artifact", "conv_weights_from_onnx", "conv_weights_from_torch",
-    "match_zero_patterns", "nm_report", "nm_violations",
+    "ZeroPatternReport",
+    "WeightPair",
+    "compress_artifact",
+    "conv_weights_from_onnx",
+    "conv_weights_from_torch",
+    "match_zero_patterns",
+    "nm_report",
+    "nm_violations",
 ]
 
 
@@ -45,7 +51,9 @@ def _sparse_to_dense(sp: onnx.SparseTensorProto) -> np.ndarray:
     return dense.reshape(dims)
 
 
-def _resolve(name: str, tensors: Mapping[str, Any], producers: Mapping[str, onnx.NodeProto]) -> np.ndarray | None:
+def _resolve(
+    name: str, tensors: Mapping[str, Any], producers: Mapping[str, onnx.NodeProto]
+) -> np.ndarray | None:
     """Follow Identity chains back to an initializer or a Constant; None for a computed weight."""
     for _ in range(32):  # an Identity chain longer than this is not an exporter pattern
         if name in tensors:
@@ -143,7 +151,9 @@ def nm_violations(w: np.ndarray, n: int = 2, m: int = 4, axis: int = 1) -> int:
     return int(np.count_nonzero(groups.sum(axis=1) > n))
 
 
-def nm_report(weights: Mapping[str, np.ndarray], n: int = 2, m: int = 4, axis: int = 1) -> dict[str, dict[str, Any]]:
+def nm_report(
+    weights: Mapping[str, np.ndarray], n: int = 2, m: int = 4, axis: int = 1
+) -> dict[str, dict[str, Any]]:
     """Per weight: shape, zero fraction, whether N:M applies (`eligible`), and the violation count."""
     report = {}
     for name, w in weights.items():
@@ -208,7 +218,9 @@ def match_zero_patterns(
 # compressed size
 
 
-def compress_artifact(path: str | Path, *, codec: str = "gzip", level: int | None = None) -> tuple[Path, int, int]:
+def compress_artifact(
+    path: str | Path, *, codec: str = "gzip", level: int | None = None
+) -> tuple[Path, int, int]:
     """Compress a file beside itself (`.gz` or `.zst`), atomically; deterministic for gzip (mtime 0).
 
     Sparse weights are stored dense in ONNX; a general-purpose compressor is what turns the zeros into
@@ -227,14 +239,17 @@ def compress_artifact(path: str | Path, *, codec: str = "gzip", level: int | Non
         dest = src.with_name(src.name + ".gz")
         with open(src, "rb") as fin, staged_output(dest) as staged, open(staged, "wb") as raw:
             # filename and mtime are fixed so equal inputs give byte-identical archives (stable sha256).
-            with gzip.GzipFile(filename=src.name, mode="wb", compresslevel=level or 9, fileobj=raw, mtime=0) as gz:
+            with gzip.GzipFile(
+                filename=src.name, mode="wb", compresslevel=level or 9, fileobj=raw, mtime=0
+            ) as gz:
                 shutil.copyfileobj(fin, gz, 1 << 20)
     elif codec == "zstd":
         try:
             import zstandard
         except ImportError:
-            raise BackendUnavailable("codec 'zstd' needs the zstandard package; fix: pip install zstandard "
-                                     "(or use codec='gzip')") from None
+            raise BackendUnavailable(
+                "codec 'zstd' needs the zstandard package; fix: pip install zstandard (or use codec='gzip')"
+            ) from None
         dest = src.with_name(src.name + ".zst")
         with open(src, "rb") as fin, staged_output(dest) as staged, open(staged, "wb") as raw:
             zstandard.ZstdCompressor(level=level or 19).copy_stream(fin, raw)

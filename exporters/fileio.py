@@ -81,7 +81,11 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     if tensor_bytes(model) > LARGE_MODEL_BYTES:
         onnx.save_model(
-            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=f"{path.name}.data"
+            model,
+            path,
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{path.name}.data",
         )
     else:
         onnx.save_model(model, path)

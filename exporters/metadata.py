@@ -27,8 +27,18 @@ PRODUCER = "mtl-compress"
 INPUT_FORMAT = "RGB float32 [0,1] NCHW"
 # Facts recorded by the exporter itself; callers may not override them.
 RESERVED_KEYS = frozenset(
-    {"producer", "tasks", "input_name", "input_format", "exporter", "opset", "ir_version", "torch_version",
-     "max_batch", "dynamic_hw"}
+    {
+        "producer",
+        "tasks",
+        "input_name",
+        "input_format",
+        "exporter",
+        "opset",
+        "ir_version",
+        "torch_version",
+        "max_batch",
+        "dynamic_hw",
+    }
 )
 
 
@@ -88,10 +98,13 @@ def read_metadata(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> di
     return {p.key: p.value for p in model.metadata_props}
 
 
-def write_metadata(model: onnx.ModelProto, props: Mapping[str, str], *, drop_prefixes: Sequence[str] = ()) -> None:
+def write_metadata(
+    model: onnx.ModelProto, props: Mapping[str, str], *, drop_prefixes: Sequence[str] = ()
+) -> None:
     """Set `props` on `model` in place, replacing equal keys and dropping keys with any of `drop_prefixes`."""
     kept = {
-        k: v for k, v in read_metadata(model).items()
+        k: v
+        for k, v in read_metadata(model).items()
         if k not in props and not any(k.startswith(p) for p in drop_prefixes)
     }
     kept.update(props)

@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from exporters.fileio import LARGE_MODEL_BYTES, clear_staging, save_onnx, staged_output
+from exporters.graph_io import check_graph_io, default_opset, pin_output_dims, rename_hw_dims, tensor_shape
 from exporters.metadata import build_metadata, check_extra_keys, write_metadata
-from pipeline.errors import CheckFailed, PipelineError
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +146,19 @@ def export_onnx(
             )
             proto = onnx.load(str(staged), load_external_data=False)
             if dynamic_hw:
-                _rename_hw_dims(proto.graph)
-            else:
-                _pin_output_dims(proto.graph, eager_shapes)
-            _check_graph_io(proto, task_names, dynamic_hw)
+                rename_hw_dims(proto.graph)
+            pin_output_dims(proto.graph, eager_shapes, dynamic_axes=(0, 2, 3) if dynamic_hw else (0,))
+            check_graph_io(proto, INPUT_NAME, task_names, dynamic_hw)
             props = build_metadata(
-                task_names=task_names, input_name=INPUT_NAME, exporter=used, opset=_default_opset(proto),
-                ir_version=proto.ir_version, torch_version=torch.__version__, max_batch=max_batch,
-                dynamic_hw=dynamic_hw, extra=metadata,
+                task_names=task_names,
+                input_name=INPUT_NAME,
+                exporter=used,
+                opset=default_opset(proto),
+                ir_version=proto.ir_version,
+                torch_version=torch.__version__,
+                max_batch=max_batch,
+                dynamic_hw=dynamic_hw,
+                extra=metadata,
             )
             write_metadata(proto, props)
             save_onnx(proto, staged)
@@ -202,7 +208,9 @@ def _check_model_outputs(
     with torch.no_grad():
         out = model(example)
     if not isinstance(out, Mapping):
-        raise PipelineError(f"model.forward must return a dict of tensors keyed by task, got {type(out).__name__}")
+        raise PipelineError(
+            f"model.forward must return a dict of tensors keyed by task, got {type(out).__name__}"
+        )
     missing = [t for t in task_names if t not in out]
     if missing:
         raise PipelineError(f"model outputs {sorted(out)} lack the tasks {missing}")
@@ -210,8 +218,14 @@ def _check_model_outputs(
 
 
 def _export_with_fallback(
-    adapter: nn.Module, example: torch.Tensor, staged: Path, exporter: str, opset: int,
-    dynamic_hw: bool, max_batch: int, external: bool,
+    adapter: nn.Module,
+    example: torch.Tensor,
+    staged: Path,
+    exporter: str,
+    opset: int,
+    dynamic_hw: bool,
+    max_batch: int,
+    external: bool,
 ) -> tuple[str, str | None]:
     """Run the requested exporter; on a dynamo exception retry with TorchScript. Returns (used, reason)."""
     if exporter == "dynamo":
@@ -229,7 +243,12 @@ def _export_with_fallback(
 
 
 def _export_dynamo(
-    adapter: nn.Module, example: torch.Tensor, staged: Path, opset: int, dynamic_hw: bool, max_batch: int,
+    adapter: nn.Module,
+    example: torch.Tensor,
+    staged: Path,
+    opset: int,
+    dynamic_hw: bool,
+    max_batch: int,
     external: bool,
 ) -> None:
     dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=max_batch)}
@@ -239,15 +258,27 @@ def _export_dynamo(
         dims.update({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC})
     with warnings.catch_warnings(), torch.no_grad():
         # torch 2.13's own pytree code trips its LeafSpec deprecation on every export; not actionable here.
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+        )
         torch.onnx.export(
-            adapter, (example,), str(staged), dynamo=True, input_names=[INPUT_NAME],
-            output_names=list(adapter.task_names), opset_version=opset, dynamic_shapes={"image": dims},
-            external_data=external, optimize=True, verbose=False,
+            adapter,
+            (example,),
+            str(staged),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(adapter.task_names),
+            opset_version=opset,
+            dynamic_shapes={"image": dims},
+            external_data=external,
+            optimize=True,
+            verbose=False,
         )
 
 
-def _export_torchscript(adapter: nn.Module, example: torch.Tensor, staged: Path, opset: int, dynamic_hw: bool) -> None:
+def _export_torchscript(
+    adapter: nn.Module, example: torch.Tensor, staged: Path, opset: int, dynamic_hw: bool
+) -> None:
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
     names = [INPUT_NAME, *adapter.task_names]
     with warnings.catch_warnings(), torch.no_grad():
@@ -255,77 +286,50 @@ def _export_torchscript(adapter: nn.Module, example: torch.Tensor, staged: Path,
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
-            adapter, (example,), str(staged), dynamo=False, input_names=[INPUT_NAME],
-            output_names=list(adapter.task_names), opset_version=opset,
-            dynamic_axes={n: dict(axes) for n in names}, do_constant_folding=True,
+            adapter,
+            (example,),
+            str(staged),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=list(adapter.task_names),
+            opset_version=opset,
+            dynamic_axes={n: dict(axes) for n in names},
+            do_constant_folding=True,
         )
 
 
-def _shape(value: onnx.ValueInfoProto) -> list[int | str]:
-    return [d.dim_param if d.dim_param else int(d.dim_value) for d in value.type.tensor_type.shape.dim]
-
-
-def _rename_hw_dims(graph: onnx.GraphProto) -> None:
-    """Rename the input's symbolic H/W dims to height/width everywhere in the graph's declared shapes."""
-    in_dims = graph.input[0].type.tensor_type.shape.dim
-    mapping = {}
-    for idx, new in ((2, "height"), (3, "width")):
-        if len(in_dims) > idx and in_dims[idx].dim_param and in_dims[idx].dim_param not in mapping:
-            mapping[in_dims[idx].dim_param] = new
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        for d in value.type.tensor_type.shape.dim:
-            if d.dim_param in mapping:
-                d.dim_param = mapping[d.dim_param]
-
-
-def _pin_output_dims(graph: onnx.GraphProto, eager_shapes: Mapping[str, list[int]]) -> None:
-    """Replace symbolic non-batch output dims by their eager sizes (static H/W only).
-
-    TorchScript's shape inference loses track through Resize and declares e.g. seg as
-    [batch, Resizeseg_dim_1, Resizeseg_dim_2, Resizeseg_dim_3]. With static H/W every non-batch output dim
-    is fixed for a dense-prediction head, so the declared shape can say so (dynamo already does). A wrong
-    pin would be caught by the strict shape inference of `onnx.checker` (full_check) in the simplify step.
-    """
-    for value in graph.output:
-        dims = value.type.tensor_type.shape.dim
-        for i, d in enumerate(dims):
-            if i > 0 and d.dim_param and d.dim_param != "batch" and i < len(eager_shapes[value.name]):
-                d.dim_value = int(eager_shapes[value.name][i])
-
-
-def _check_graph_io(proto: onnx.ModelProto, task_names: Sequence[str], dynamic_hw: bool) -> None:
-    inputs = [i.name for i in proto.graph.input]
-    outputs = [o.name for o in proto.graph.output]
-    if inputs != [INPUT_NAME] or outputs != list(task_names):
-        raise CheckFailed(f"exported graph has inputs {inputs} and outputs {outputs}; expected "
-                          f"['{INPUT_NAME}'] and {list(task_names)}")
-    shape = _shape(proto.graph.input[0])
-    wanted = (0, 2, 3) if dynamic_hw else (0,)
-    frozen = [i for i in wanted if not isinstance(shape[i], str)]
-    if frozen:
-        raise CheckFailed(f"exported input shape {shape} froze axes {frozen} that were requested dynamic")
-
-
-def _default_opset(proto: onnx.ModelProto) -> int:
-    return next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-
-
 def _export_info(
-    path: Path, proto: onnx.ModelProto, used: str, requested: str, fallback: str | None, max_batch: int,
-    external: bool, start: float, props: dict[str, str],
+    path: Path,
+    proto: onnx.ModelProto,
+    used: str,
+    requested: str,
+    fallback: str | None,
+    max_batch: int,
+    external: bool,
+    start: float,
+    props: dict[str, str],
 ) -> ExportInfo:
     graph = proto.graph
-    shapes = {v.name: _shape(v) for v in [*graph.input, *graph.output]}
+    shapes = {v.name: tensor_shape(v) for v in [*graph.input, *graph.output]}
     data_file = path.with_name(path.name + ".data")
     size = path.stat().st_size + (data_file.stat().st_size if external and data_file.exists() else 0)
     return ExportInfo(
-        path=str(path), exporter=used, requested_exporter=requested, fallback_reason=fallback,
-        opset=_default_opset(proto), ir_version=int(proto.ir_version), input_name=INPUT_NAME,
-        input_shape=shapes[INPUT_NAME], output_names=[o.name for o in graph.output],
+        path=str(path),
+        exporter=used,
+        requested_exporter=requested,
+        fallback_reason=fallback,
+        opset=default_opset(proto),
+        ir_version=int(proto.ir_version),
+        input_name=INPUT_NAME,
+        input_shape=shapes[INPUT_NAME],
+        output_names=[o.name for o in graph.output],
         output_shapes={o.name: shapes[o.name] for o in graph.output},
         dynamic_axes={n: [i for i, d in enumerate(s) if isinstance(d, str)] for n, s in shapes.items()},
-        max_batch=max_batch, external_data=external, file_bytes=int(size),
-        seconds=round(time.perf_counter() - start, 3), torch_version=torch.__version__,
-        onnx_version=onnx.__version__, metadata=dict(props),
+        max_batch=max_batch,
+        external_data=external,
+        file_bytes=int(size),
+        seconds=round(time.perf_counter() - start, 3),
+        torch_version=torch.__version__,
+        onnx_version=onnx.__version__,
+        metadata=dict(props),
     )
-

@@ -69,9 +69,16 @@ def name_score(a: list[str], b: list[str]) -> int:
     k = 0
     while k < min(len(a), len(b)) and a[-1 - k] == b[-1 - k]:
         k += 1
-    if k and all(t.isdigit() for t in a[len(a) - k:]):
+    if k and all(t.isdigit() for t in a[len(a) - k :]):
         return 0
     return k
+
+
+def _unique_best(scores: Mapping[str, int]) -> str | None:
+    """The key with the highest positive score, if no other key ties it."""
+    best = max(scores.values(), default=0)
+    winners = [k for k, v in scores.items() if v == best]
+    return winners[0] if best > 0 and len(winners) == 1 else None
 
 
 def _pair_by_name(onnx_w: Mapping[str, np.ndarray], torch_w: Mapping[str, np.ndarray]) -> dict[str, str]:
@@ -80,23 +87,18 @@ def _pair_by_name(onnx_w: Mapping[str, np.ndarray], torch_w: Mapping[str, np.nda
     t_tok = {t: name_tokens(t) for t in torch_w}
     paired: dict[str, str] = {}
     while True:
-        free_o = [o for o in onnx_w if o not in paired]
-        free_t = [t for t in torch_w if t not in paired.values()]
-        scores = {
-            (o, t): name_score(o_tok[o], t_tok[t])
-            for o in free_o for t in free_t if onnx_w[o].shape == torch_w[t].shape
-        }
-
-        def unique_best(items: list[tuple[tuple[str, str], int]]) -> tuple[str, str] | None:
-            best = max((s for _, s in items), default=0)
-            winners = [k for k, s in items if s == best]
-            return winners[0] if best > 0 and len(winners) == 1 else None
-
+        taken = set(paired.values())
+        by_onnx: dict[str, dict[str, int]] = {o: {} for o in onnx_w if o not in paired}
+        by_torch: dict[str, dict[str, int]] = {t: {} for t in torch_w if t not in taken}
+        for o in by_onnx:
+            for t in by_torch:
+                if onnx_w[o].shape == torch_w[t].shape:
+                    by_onnx[o][t] = by_torch[t][o] = name_score(o_tok[o], t_tok[t])
         found = {}
-        for o in free_o:
-            pick = unique_best([(k, s) for k, s in scores.items() if k[0] == o])
-            if pick and unique_best([(k, s) for k, s in scores.items() if k[1] == pick[1]]) == pick:
-                found[o] = pick[1]
+        for o, scores in by_onnx.items():
+            t = _unique_best(scores)
+            if t is not None and _unique_best(by_torch[t]) == o:
+                found[o] = t
         if not found:
             return paired
         paired.update(found)
@@ -133,15 +135,22 @@ def pair_weights(
             paired[o] = (t, "nearest")
             taken.add(t)
 
-    pairs = [_compare(o, onnx_w[o], t, torch_w[t], how) for o, (t, how) in
-             ((o, paired[o]) for o in onnx_w if o in paired)]
+    pairs = [
+        _compare(o, onnx_w[o], t, torch_w[t], how)
+        for o, (t, how) in ((o, paired[o]) for o in onnx_w if o in paired)
+    ]
     return pairs, [o for o in onnx_w if o not in paired], [t for t in torch_w if t not in taken]
 
 
 def _compare(o: str, ow: np.ndarray, t: str, tw: np.ndarray, how: str) -> WeightPair:
     oz, tz = np.asarray(ow) == 0, np.asarray(tw) == 0
     return WeightPair(
-        onnx_name=o, torch_name=t, shape=tuple(int(d) for d in ow.shape), paired_by=how,
-        zeros_torch=int(tz.sum()), zeros_onnx=int(oz.sum()),
-        zeros_lost=int(np.count_nonzero(tz & ~oz)), zeros_gained=int(np.count_nonzero(oz & ~tz)),
+        onnx_name=o,
+        torch_name=t,
+        shape=tuple(int(d) for d in ow.shape),
+        paired_by=how,
+        zeros_torch=int(tz.sum()),
+        zeros_onnx=int(oz.sum()),
+        zeros_lost=int(np.count_nonzero(tz & ~oz)),
+        zeros_gained=int(np.count_nonzero(oz & ~tz)),
     )

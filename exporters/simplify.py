@@ -32,7 +32,9 @@ def _run_onnxsim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
         ) from None
     simplified, check_ok = onnxsim.simplify(model)
     if not check_ok:
-        raise CheckFailed("onnxsim's own output check failed on the simplified model; set export.simplifier=onnxslim")
+        raise CheckFailed(
+            "onnxsim's own output check failed on the simplified model; set export.simplifier=onnxslim"
+        )
     return simplified, str(onnxsim.__version__).lstrip("v")
 
 
@@ -128,7 +130,9 @@ def simplify_onnx(
     }
 
 
-def _check_io(before: tuple[list[str], list[str], bool], after: tuple[list[str], list[str], bool], tool: str) -> None:
+def _check_io(
+    before: tuple[list[str], list[str], bool], after: tuple[list[str], list[str], bool], tool: str
+) -> None:
     if before[:2] != after[:2]:
         raise CheckFailed(f"{tool} changed the graph I/O from {before[:2]} to {after[:2]}")
     if before[2] and not after[2]:

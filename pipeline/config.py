@@ -303,7 +303,7 @@ def _check_values(cfg: RunConfig, problems: list[str]) -> None:
             problems.append("'data.min_objects' must be between 0 and 'data.max_objects'")
         if d.num_train <= 0 or d.num_val <= 0:
             problems.append("'data.num_train' and 'data.num_val' must be positive")
-    elif d.root is None:
+    elif d.root is None and d.name != "nyuv2_png":
         problems.append(f"'data.root' is required for dataset '{d.name}' (the dataset directory)")
     b = cfg.build
     if not (1 <= b.min_batch <= b.opt_batch <= b.max_batch):

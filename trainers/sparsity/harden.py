@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from trainers.sparsity.base import SparsityMethod
-from trainers.sparsity.layers import make_plain_
+from trainers.sparsity.layers import SparseConv2d, make_plain_
 
 
 @torch.no_grad()
@@ -26,6 +26,8 @@ def harden_(method: SparsityMethod) -> dict[str, Tensor]:
     """
     out = {}
     for name, layer in method.layers.items():
+        if not isinstance(layer, SparseConv2d):
+            continue  # already hardened
         w = layer.effective_weight().detach().clone()
         make_plain_(layer)
         layer.weight.copy_(w)

@@ -64,14 +64,22 @@ class MagnitudePruning(SparsityMethod):
             self.split = self._rescale(split)
 
     def _rescale(self, split: dict[str, float]) -> dict[str, float]:
-        """Scale a split so that, with this model's parameter counts, it meets the overall target exactly."""
+        """Scale the split's densities by one common factor so that, with this model's parameter counts, it
+        meets the overall target exactly (bisection; densities are clamped to [0, 1])."""
         sizes = {c: 0 for c in self.components}
         for layer in self.layers.values():
             sizes[layer.component] += layer.weight.numel()
         total = sum(sizes.values())
-        achieved = sum(split[c] * sizes[c] for c in self.components) / total
-        factor = self.cfg.target / max(achieved, 1e-9)
-        return {c: min(split[c] * factor, 0.9999) for c in self.components}
+
+        def at(g: float) -> dict[str, float]:
+            return {c: 1.0 - min(max((1.0 - split[c]) * g, 0.0), 1.0) for c in self.components}
+
+        lo, hi = 0.0, 1e6
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            overall = sum(v * sizes[c] for c, v in at(mid).items()) / total
+            lo, hi = (mid, hi) if overall > self.cfg.target else (lo, mid)
+        return at((lo + hi) / 2)
 
     @torch.no_grad()
     def _update_masks(self, fraction: float) -> None:

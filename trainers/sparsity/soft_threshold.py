@@ -212,7 +212,7 @@ class FaithfulSoftThresholds(SparsityMethod):
                 self.frozen_at = step
 
     def thresholds(self) -> dict[str, float]:
-        return {c: float(torch.sigmoid(self.s[i])) for c, i in self.index.items()}
+        return {c: float(torch.sigmoid(self.s[i].detach())) for c, i in self.index.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"s": self.s.detach().clone(), "frozen_at": -1 if self.frozen_at is None else self.frozen_at}

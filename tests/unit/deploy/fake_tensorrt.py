@@ -27,11 +27,19 @@ import numpy as np
 ENGINE_MAGIC = b"FAKEENGINE"
 
 
-def fake_engine_bytes(inputs: dict[str, tuple[int, ...]], outputs: dict[str, int],
-                      profile: tuple[int, int, int] = (1, 8, 16), layers: list[dict] | None = None) -> bytes:
+def fake_engine_bytes(
+    inputs: dict[str, tuple[int, ...]],
+    outputs: dict[str, int],
+    profile: tuple[int, int, int] = (1, 8, 16),
+    layers: list[dict] | None = None,
+) -> bytes:
     """Serialized fake engine: inputs name -> (C, H, W), outputs name -> channels, batch profile (min, opt, max)."""
-    spec = {"inputs": {k: list(v) for k, v in inputs.items()}, "outputs": outputs, "profile": list(profile),
-            "layers": layers or []}
+    spec = {
+        "inputs": {k: list(v) for k, v in inputs.items()},
+        "outputs": outputs,
+        "profile": list(profile),
+        "layers": layers or [],
+    }
     return ENGINE_MAGIC + json.dumps(spec).encode()
 
 
@@ -44,15 +52,38 @@ def make_fake_tensorrt(version: str = "10.13.0.35") -> types.ModuleType:
     trt.settings = {"eligible": None, "picked": None, "fail_build": False, "parse_errors": []}
     rec = trt.calls.append
 
-    flags = ["DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32", "SPARSE_WEIGHTS", "SAFETY_SCOPE",
-             "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "STRIP_PLAN", "WEIGHT_STREAMING"]
+    flags = [
+        "DEBUG",
+        "GPU_FALLBACK",
+        "REFIT",
+        "DISABLE_TIMING_CACHE",
+        "TF32",
+        "SPARSE_WEIGHTS",
+        "SAFETY_SCOPE",
+        "VERSION_COMPATIBLE",
+        "EXCLUDE_LEAN_RUNTIME",
+        "STRIP_PLAN",
+        "WEIGHT_STREAMING",
+    ]
     if major < 11:
-        flags += ["FP16", "INT8", "BF16", "FP8", "INT4", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"]
+        flags += [
+            "FP16",
+            "INT8",
+            "BF16",
+            "FP8",
+            "INT4",
+            "OBEY_PRECISION_CONSTRAINTS",
+            "PREFER_PRECISION_CONSTRAINTS",
+        ]
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", flags)
     net_flags = ["EXPLICIT_BATCH", "STRONGLY_TYPED"] if major < 11 else ["STRONGLY_TYPED"]
     trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", net_flags, start=0)
-    trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM", "TACTIC_DRAM"], start=0)
-    trt.ProfilingVerbosity = enum.IntEnum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"], start=0)
+    trt.MemoryPoolType = enum.IntEnum(
+        "MemoryPoolType", ["WORKSPACE", "DLA_MANAGED_SRAM", "TACTIC_DRAM"], start=0
+    )
+    trt.ProfilingVerbosity = enum.IntEnum(
+        "ProfilingVerbosity", ["LAYER_NAMES_ONLY", "NONE", "DETAILED"], start=0
+    )
     trt.LayerInformationFormat = enum.IntEnum("LayerInformationFormat", ["ONELINE", "JSON"], start=0)
     trt.TensorIOMode = enum.IntEnum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"], start=0)
     trt.DataType = enum.IntEnum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "INT64"], start=0)
@@ -84,6 +115,7 @@ def make_fake_tensorrt(version: str = "10.13.0.35") -> types.ModuleType:
         def __init__(self, flags: int) -> None:
             self.flags = flags
             self.inputs: list[Tensor] = []
+            self.outputs: dict[str, int] = {}  # name -> channels (dim 1 of the ONNX output)
             self.conv_nodes: list[str] = []
             self.initializer_types: set[str] = set()
 
@@ -111,10 +143,17 @@ def make_fake_tensorrt(version: str = "10.13.0.35") -> types.ModuleType:
             inits = {i.name for i in m.graph.initializer}
             for i in m.graph.input:
                 if i.name not in inits:
-                    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim)
+                    dims = tuple(
+                        d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim
+                    )
                     self.network.inputs.append(Tensor(i.name, dims))
+            for o in m.graph.output:
+                dims = o.type.tensor_type.shape.dim
+                self.network.outputs[o.name] = dims[1].dim_value if len(dims) > 1 and dims[1].dim_value else 1
             self.network.conv_nodes = [n.name for n in m.graph.node if n.op_type == "Conv"]
-            self.network.initializer_types = {onnx.TensorProto.DataType.Name(i.data_type) for i in m.graph.initializer}
+            self.network.initializer_types = {
+                onnx.TensorProto.DataType.Name(i.data_type) for i in m.graph.initializer
+            }
             trt.last_network = self.network
             return True
 
@@ -209,17 +248,33 @@ def make_fake_tensorrt(version: str = "10.13.0.35") -> types.ModuleType:
                 lg.log(Severity.ERROR, "fake builder: out of workspace")
                 return None
             if "SPARSE_WEIGHTS" in config.flags:
-                elig = trt.settings["eligible"] if trt.settings["eligible"] is not None else network.conv_nodes
+                elig = (
+                    trt.settings["eligible"] if trt.settings["eligible"] is not None else network.conv_nodes
+                )
                 picked = trt.settings["picked"] if trt.settings["picked"] is not None else elig[:1]
                 lg.log(Severity.INFO, "(Sparsity) Layers eligible for sparse math: " + ", ".join(elig))
-                lg.log(Severity.INFO,
-                       "(Sparsity) TRT inference plan picked sparse implementation for layers: " + ", ".join(picked))
+                lg.log(
+                    Severity.INFO,
+                    "(Sparsity) TRT inference plan picked sparse implementation for layers: "
+                    + ", ".join(picked),
+                )
             prof = config.profiles[0].shapes if config.profiles else {}
             name, (lo, opt, hi) = next(iter(prof.items())) if prof else ("input", ((1,), (1,), (1,)))
-            layers = [{"Name": n, "LayerType": "CaskConvolution", "HasSparseWeights": int("SPARSE_WEIGHTS" in config.flags),
-                       "TacticName": "sm90_xmma_fprop_sparse_conv" if i == 0 and "SPARSE_WEIGHTS" in config.flags
-                       else "sm90_xmma_fprop_implicit_gemm"} for i, n in enumerate(network.conv_nodes)]
-            return memoryview(fake_engine_bytes({name: tuple(opt[1:])}, {"out": 1}, (lo[0], opt[0], hi[0]), layers))
+            layers = [
+                {
+                    "Name": n,
+                    "LayerType": "CaskConvolution",
+                    "HasSparseWeights": int("SPARSE_WEIGHTS" in config.flags),
+                    "TacticName": "sm90_xmma_fprop_sparse_conv"
+                    if i == 0 and "SPARSE_WEIGHTS" in config.flags
+                    else "sm90_xmma_fprop_implicit_gemm",
+                }
+                for i, n in enumerate(network.conv_nodes)
+            ]
+            outputs = network.outputs or {"out": 1}
+            return memoryview(
+                fake_engine_bytes({name: tuple(opt[1:])}, outputs, (lo[0], opt[0], hi[0]), layers)
+            )
 
     class ExecutionContext:
         def __init__(self, engine: Engine) -> None:
@@ -252,10 +307,14 @@ def make_fake_tensorrt(version: str = "10.13.0.35") -> types.ModuleType:
             inp = next(iter(self.engine.spec["inputs"]))
             shape = self.shapes[inp]
             n = int(np.prod(shape))
-            x = np.frombuffer((ctypes.c_float * n).from_address(self.addresses[inp]), dtype=np.float32).reshape(shape)
+            x = np.frombuffer(
+                (ctypes.c_float * n).from_address(self.addresses[inp]), dtype=np.float32
+            ).reshape(shape)
             base = x.mean(axis=1, keepdims=True)
             for out, ch in self.engine.spec["outputs"].items():
-                y = np.ascontiguousarray(np.concatenate([(k + 1) * base for k in range(ch)], axis=1), dtype=np.float32)
+                y = np.ascontiguousarray(
+                    np.concatenate([(k + 1) * base for k in range(ch)], axis=1), dtype=np.float32
+                )
                 ctypes.memmove(self.addresses[out], y.ctypes.data, y.nbytes)
             return True
 
@@ -306,7 +365,7 @@ def make_fake_tensorrt(version: str = "10.13.0.35") -> types.ModuleType:
             data = bytes(data)
             if not data.startswith(ENGINE_MAGIC):
                 return None
-            return Engine(json.loads(data[len(ENGINE_MAGIC):]))
+            return Engine(json.loads(data[len(ENGINE_MAGIC) :]))
 
     trt.Builder, trt.OnnxParser, trt.Runtime = Builder, OnnxParser, Runtime
     trt.last_config = None

@@ -23,8 +23,15 @@ def onnx_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("ortgpu") / "m.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(torch.nn.Conv2d(3, 4, 1).eval(), (torch.rand(1, 3, 8, 8),), str(path),
-                          input_names=["image"], output_names=["seg"], dynamo=False, opset_version=18)
+        torch.onnx.export(
+            torch.nn.Conv2d(3, 4, 1).eval(),
+            (torch.rand(1, 3, 8, 8),),
+            str(path),
+            input_names=["image"],
+            output_names=["seg"],
+            dynamo=False,
+            opset_version=18,
+        )
     return path
 
 
@@ -63,21 +70,33 @@ def test_cpu_onnxruntime_here_is_skipped_with_reason(onnx_path):
 
 
 def test_skip_reason_from_probe():
-    probe = {"onnxruntime": {"installed": True, "version": "1.31.1", "distributions": ["onnxruntime-gpu==1.31.1"],
-                             "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                           "CPUExecutionProvider"], "error": None},
-             "gpu": None, "torch": {"installed": True, "version": "2.13.0+cpu", "cuda_build": None, "error": None},
-             "tensorrt": {"installed": False, "error": "tensorrt is not installed"}}
+    probe = {
+        "onnxruntime": {
+            "installed": True,
+            "version": "1.31.1",
+            "distributions": ["onnxruntime-gpu==1.31.1"],
+            "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+            "error": None,
+        },
+        "gpu": None,
+        "torch": {"installed": True, "version": "2.13.0+cpu", "cuda_build": None, "error": None},
+        "tensorrt": {"installed": False, "error": "tensorrt is not installed"},
+    }
     assert ort_gpu_skip_reason("CUDAExecutionProvider", probe).startswith("no CUDA device")
     probe["gpu"] = {"name": "H100", "sm": 90}
     assert ort_gpu_skip_reason("CUDAExecutionProvider", probe) is None
-    assert ort_gpu_skip_reason("TensorrtExecutionProvider", probe).startswith("TensorrtExecutionProvider needs")
+    assert ort_gpu_skip_reason("TensorrtExecutionProvider", probe).startswith(
+        "TensorrtExecutionProvider needs"
+    )
 
 
-@pytest.mark.parametrize("provider,active", [
-    ("CUDAExecutionProvider", ["CPUExecutionProvider"]),
-    ("TensorrtExecutionProvider", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
-])
+@pytest.mark.parametrize(
+    "provider,active",
+    [
+        ("CUDAExecutionProvider", ["CPUExecutionProvider"]),
+        ("TensorrtExecutionProvider", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ],
+)
 def test_fallback_is_refused(monkeypatch, onnx_path, tmp_path, provider, active):
     mod = fake_ort(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], active)
     monkeypatch.setitem(sys.modules, "onnxruntime", mod)
@@ -90,11 +109,14 @@ def test_fallback_is_refused(monkeypatch, onnx_path, tmp_path, provider, active)
 
 
 def test_tensorrt_ep_options(monkeypatch, onnx_path, tmp_path):
-    mod = fake_ort(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-                   ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    mod = fake_ort(
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
     monkeypatch.setitem(sys.modules, "onnxruntime", mod)
-    make_gpu_session(onnx_path, "TensorrtExecutionProvider", fp16=True, cache_dir=tmp_path / "c",
-                     workspace_bytes=1 << 30)
+    make_gpu_session(
+        onnx_path, "TensorrtExecutionProvider", fp16=True, cache_dir=tmp_path / "c", workspace_bytes=1 << 30
+    )
     path, providers = mod.created[0]
     assert path == str(onnx_path) and providers[1] == "CPUExecutionProvider"
     name, opts = providers[0]
@@ -105,11 +127,16 @@ def test_tensorrt_ep_options(monkeypatch, onnx_path, tmp_path):
 
 
 def test_cuda_ep_fp16_converts_model_and_runner(monkeypatch, onnx_path, tmp_path):
-    mod = fake_ort(["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    mod = fake_ort(
+        ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     monkeypatch.setitem(sys.modules, "onnxruntime", mod)
     with OrtGpuRunner(onnx_path, "CUDAExecutionProvider", fp16=True, cache_dir=tmp_path) as r:
         out = r.infer({"image": np.zeros((1, 3, 8, 8), np.float32)})
     assert list(out) == ["seg"]
     path, providers = mod.created[0]
-    assert path == str(tmp_path / "m.fp16.onnx") and providers[0] == ("CUDAExecutionProvider", {"device_id": 0})
+    assert path == str(tmp_path / "m.fp16.onnx") and providers[0] == (
+        "CUDAExecutionProvider",
+        {"device_id": 0},
+    )
     assert {i.data_type for i in onnx.load(path).graph.initializer} == {onnx.TensorProto.FLOAT16}

@@ -31,7 +31,9 @@ def _export(path: Path, dynamic_batch: bool = True) -> Path:
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1))
+            self.backbone = nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1)
+            )
             self.seg = nn.Conv2d(16, 4, 1)
 
         def forward(self, x):
@@ -40,9 +42,16 @@ def _export(path: Path, dynamic_batch: bool = True) -> Path:
     torch.manual_seed(0)
     with warnings.catch_warnings():  # the legacy exporter's deprecation notice
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(Net().eval(), (torch.rand(1, 3, 24, 32),), str(path), input_names=["image"],
-                          output_names=["seg"], dynamic_axes={"image": {0: "batch"}} if dynamic_batch else None,
-                          dynamo=False, opset_version=18)
+        torch.onnx.export(
+            Net().eval(),
+            (torch.rand(1, 3, 24, 32),),
+            str(path),
+            input_names=["image"],
+            output_names=["seg"],
+            dynamic_axes={"image": {0: "batch"}} if dynamic_batch else None,
+            dynamo=False,
+            opset_version=18,
+        )
     return path
 
 
@@ -73,14 +82,20 @@ def test_plan_trt10_fp16_sparse(onnx_path):
     assert plan.builder_flags == ("FP16", "SPARSE_WEIGHTS")
     assert plan.network_flags == () and not plan.strongly_typed and not plan.convert_to_fp16_onnx
     (p,) = plan.profiles
-    assert (p.input_name, p.min_shape, p.opt_shape, p.max_shape) == ("image", (1, 3, 24, 32), (4, 3, 24, 32),
-                                                                     (16, 3, 24, 32))
+    assert (p.input_name, p.min_shape, p.opt_shape, p.max_shape) == (
+        "image",
+        (1, 3, 24, 32),
+        (4, 3, 24, 32),
+        (16, 3, 24, 32),
+    )
     assert plan.workspace_bytes == 512 * 1024 * 1024
 
 
 def test_plan_trt11_strongly_typed(onnx_path):
     dense = plan_build(TRT11, BuildConfig(), onnx_path, sparse=False)
-    assert dense.strategy == "strongly_typed_fp16_onnx" and dense.convert_to_fp16_onnx and dense.strongly_typed
+    assert (
+        dense.strategy == "strongly_typed_fp16_onnx" and dense.convert_to_fp16_onnx and dense.strongly_typed
+    )
     assert dense.builder_flags == () and dense.network_flags == ("STRONGLY_TYPED",)
     sparse = plan_build(TRT11, BuildConfig(), onnx_path, sparse=True)
     assert sparse.builder_flags == ("SPARSE_WEIGHTS",)
@@ -128,26 +143,36 @@ def test_plan_errors(onnx_path, tmp_path):
 def test_build_trt10_wiring(fake_trt, onnx_path, tmp_path, sparse):
     plan = plan_build(TRT10, BuildConfig(workspace_mb=256), onnx_path, sparse=sparse)
     engine = tmp_path / "build" / "model.engine"
-    side = build_engine(plan, onnx_path, engine, tmp_path / "build" / "timing.cache", tmp_path / "build" / "b.log")
+    side = build_engine(
+        plan, onnx_path, engine, tmp_path / "build" / "timing.cache", tmp_path / "build" / "b.log"
+    )
     flags = [c[1] for c in _calls(fake_trt, "config.set_flag")]
     assert flags == (["FP16", "SPARSE_WEIGHTS"] if sparse else ["FP16"])
     assert _calls(fake_trt, "create_network") == [("create_network", 0)]
     assert _calls(fake_trt, "parse_from_file") == [("parse_from_file", str(onnx_path))]
     assert _calls(fake_trt, "config.set_memory_pool_limit") == [
-        ("config.set_memory_pool_limit", "WORKSPACE", 256 * 1024 * 1024)]
+        ("config.set_memory_pool_limit", "WORKSPACE", 256 * 1024 * 1024)
+    ]
     assert _calls(fake_trt, "profile.set_shape") == [
-        ("profile.set_shape", "image", (1, 3, 24, 32), (8, 3, 24, 32), (16, 3, 24, 32))]
+        ("profile.set_shape", "image", (1, 3, 24, 32), (8, 3, 24, 32), (16, 3, 24, 32))
+    ]
     assert ("config.profiling_verbosity", "DETAILED") in fake_trt.calls
     assert engine.read_bytes().startswith(fake_tensorrt.ENGINE_MAGIC)
     assert json.loads((tmp_path / "build" / "model.engine.json").read_text()) == side
     assert side["tensorrt_version"] == TRT10 and side["flags"] == flags
-    assert side["profile"] == [{"input": "image", "min": [1, 3, 24, 32], "opt": [8, 3, 24, 32], "max": [16, 3, 24, 32]}]
+    assert side["profile"] == [
+        {"input": "image", "min": [1, 3, 24, 32], "opt": [8, 3, 24, 32], "max": [16, 3, 24, 32]}
+    ]
     assert len(side["source_onnx_sha256"]) == 64 and side["build_seconds"] >= 0
     assert side["fp16_conversion"] is None and side["parsed_onnx"] == str(onnx_path)
     log_text = (tmp_path / "build" / "b.log").read_text()
     assert "[V] fake builder: timing tactics" in log_text
     if sparse:
-        assert side["sparsity"]["eligible"] == ["/backbone/backbone.0/Conv", "/backbone/backbone.2/Conv", "/seg/Conv"]
+        assert side["sparsity"]["eligible"] == [
+            "/backbone/backbone.0/Conv",
+            "/backbone/backbone.2/Conv",
+            "/seg/Conv",
+        ]
         assert side["sparsity"]["picked"] == ["/backbone/backbone.0/Conv"]
         assert side["inspector"]["sparse_tactics"] == ["/backbone/backbone.0/Conv"]
     else:

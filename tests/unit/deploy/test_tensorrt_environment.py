@@ -6,6 +6,7 @@ Nothing here touched a GPU: CUDA "presence" is simulated by patching torch.cuda'
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,7 +35,12 @@ def test_without_tensorrt_and_without_cuda(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     _no_gpu(monkeypatch)
     probe = probe_gpu_environment()
-    assert probe["tensorrt"] == {"installed": False, "version": None, "major": None, "error": probe["tensorrt"]["error"]}
+    assert probe["tensorrt"] == {
+        "installed": False,
+        "version": None,
+        "major": None,
+        "error": probe["tensorrt"]["error"],
+    }
     reason = tensorrt_skip_reason(probe)
     assert reason.startswith("tensorrt is not installed (pip index here only has placeholder packages")
     assert "; no CUDA device" in reason
@@ -45,13 +51,16 @@ def test_broken_tensorrt_install_is_reported(monkeypatch, tmp_path):
     pkg = tmp_path / "tensorrt"
     pkg.mkdir()
     (pkg / "__init__.py").write_text(
-        "raise ImportError('libnvinfer.so.10: cannot open shared object file: No such file or directory')\n")
+        "raise ImportError('libnvinfer.so.10: cannot open shared object file: No such file or directory')\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     _fake_gpu(monkeypatch)
     reason = tensorrt_skip_reason()
-    assert reason == ("tensorrt is installed but fails to import: ImportError: libnvinfer.so.10: cannot open shared "
-                      "object file: No such file or directory")
+    assert reason == (
+        "tensorrt is installed but fails to import: ImportError: libnvinfer.so.10: cannot open shared "
+        "object file: No such file or directory"
+    )
 
 
 @pytest.mark.parametrize("version", ["10.13.0.35", "11.4.0.106"])
@@ -74,9 +83,15 @@ def test_gpu_with_and_without_sparse_tensor_cores(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt.make_fake_tensorrt("10.13.0.35"))
     _fake_gpu(monkeypatch, cap=(9, 0))
     probe = probe_gpu_environment()
-    assert probe["gpu"] == {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "sm": 90,
-                            "sparse_tensor_cores": True}
-    assert tensorrt_skip_reason(probe) is None and cuda_skip_reason(probe) is None and sparse_note(probe) is None
+    assert probe["gpu"] == {
+        "name": "NVIDIA H100 80GB HBM3",
+        "compute_capability": "9.0",
+        "sm": 90,
+        "sparse_tensor_cores": True,
+    }
+    assert (
+        tensorrt_skip_reason(probe) is None and cuda_skip_reason(probe) is None and sparse_note(probe) is None
+    )
     _fake_gpu(monkeypatch, cap=(7, 5), name="Tesla T4")
     probe = probe_gpu_environment()
     assert tensorrt_skip_reason(probe) is None  # dense engines still build on Turing
@@ -89,9 +104,13 @@ def test_onnxruntime_flavour_here():
     assert ort["flavour"] in ("cpu", "gpu", "other")
 
 
-def test_import_deploy_without_tensorrt(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    for mod in ("deploy.environment", "deploy.tensorrt_build", "deploy.tensorrt_runner", "deploy.ort_gpu",
-                "deploy.engine_check"):
-        monkeypatch.delitem(sys.modules, mod, raising=False)
-        importlib.import_module(mod)
+def test_import_deploy_without_tensorrt():
+    # a fresh interpreter, so re-importing cannot leave two copies of deploy modules behind in this one
+    code = (
+        "import sys; sys.modules['tensorrt'] = None\n"
+        "import deploy.environment, deploy.tensorrt_build, deploy.tensorrt_runner, deploy.ort_gpu, "
+        "deploy.engine_check\n"
+        "assert deploy.environment.probe_gpu_environment()['tensorrt']['installed'] is False"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

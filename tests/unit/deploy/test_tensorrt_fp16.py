@@ -31,8 +31,11 @@ class TinyHeads(nn.Module):
         x = (x - self.mean) / self.std
         f = F.relu(self.body(F.relu(self.stem(x))))
         up = lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False)  # noqa: E731
-        return {"seg": up(self.seg(f)), "depth": F.softplus(up(self.depth(f))),
-                "normal": F.normalize(up(self.normal(f)), dim=1)}
+        return {
+            "seg": up(self.seg(f)),
+            "depth": F.softplus(up(self.depth(f))),
+            "normal": F.normalize(up(self.normal(f)), dim=1),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +48,16 @@ def fp32_onnx(tmp_path_factory):
     path = tmp_path_factory.mktemp("fp16") / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(net, (torch.rand(1, 3, 32, 40),), str(path), input_names=["image"],
-                          output_names=["seg", "depth", "normal"], dynamic_axes={"image": {0: "batch"}},
-                          dynamo=False, opset_version=18)
+        torch.onnx.export(
+            net,
+            (torch.rand(1, 3, 32, 40),),
+            str(path),
+            input_names=["image"],
+            output_names=["seg", "depth", "normal"],
+            dynamic_axes={"image": {0: "batch"}},
+            dynamo=False,
+            opset_version=18,
+        )
     return path
 
 
@@ -58,7 +68,10 @@ def test_fp16_outputs_close_and_io_float32(fp32_onnx, tmp_path):
     model = onnx.load(str(out))
     init_types = {i.data_type for i in model.graph.initializer}
     assert onnx.TensorProto.FLOAT16 in init_types and onnx.TensorProto.FLOAT not in init_types
-    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*model.graph.input, *model.graph.output])
+    assert all(
+        v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        for v in [*model.graph.input, *model.graph.output]
+    )
     x = np.random.default_rng(0).random((3, 3, 32, 40), dtype=np.float32)
     ref = ort.InferenceSession(str(fp32_onnx), providers=["CPUExecutionProvider"]).run(None, {"image": x})
     half = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})

@@ -17,8 +17,13 @@ CANNED_LOG = """\
 [11/27/2026-10:00:09] [I] [TRT] (Sparsity) TRT inference plan picked sparse implementation for layers: /backbone/layer4/layer4.0/conv2/Conv, node_conv2d_7 + node_relu_7
 """
 
-HARDENED = ["backbone.layer3.0.conv1", "backbone.layer4.0.conv2", "heads.depth.aspp.2", "heads.seg.aspp.1",
-            "backbone.layer1.0.conv1"]
+HARDENED = [
+    "backbone.layer3.0.conv1",
+    "backbone.layer4.0.conv2",
+    "heads.depth.aspp.2",
+    "heads.seg.aspp.1",
+    "backbone.layer1.0.conv1",
+]
 
 
 def test_parse_canned_verbose_log():
@@ -34,8 +39,12 @@ def test_parse_canned_verbose_log():
 
 
 def test_parse_empty_and_absent_lists():
-    out = parse_sparsity_log(["(Sparsity) Layers eligible for sparse math: Conv_22, MatMul_51",
-                              "(Sparsity) TRT inference plan picked sparse implementation for layers:"])
+    out = parse_sparsity_log(
+        [
+            "(Sparsity) Layers eligible for sparse math: Conv_22, MatMul_51",
+            "(Sparsity) TRT inference plan picked sparse implementation for layers:",
+        ]
+    )
     assert out["eligible"] == ["Conv_22", "MatMul_51"] and out["picked"] == [] and out["picked_logged"]
     none = parse_sparsity_log(["[I] nothing about sparsity"])
     assert none == {"eligible": [], "picked": [], "eligible_logged": False, "picked_logged": False}
@@ -43,12 +52,15 @@ def test_parse_empty_and_absent_lists():
 
 def test_sparse_layer_report_with_substring_and_node_map():
     log = parse_sparsity_log(CANNED_LOG.splitlines())
-    rep = sparse_layer_report(log["eligible"], log["picked"], HARDENED,
-                              node_to_layer={"node_conv2d_7": "heads.depth.aspp.2"})
+    rep = sparse_layer_report(
+        log["eligible"], log["picked"], HARDENED, node_to_layer={"node_conv2d_7": "heads.depth.aspp.2"}
+    )
     per = rep["per_layer"]
     assert per["backbone.layer3.0.conv1"] == {
-        "eligible": True, "picked": False,
-        "trt_layers": ["/layer3/layer3.0/conv1/Conv + /layer3/layer3.0/relu/Relu"]}
+        "eligible": True,
+        "picked": False,
+        "trt_layers": ["/layer3/layer3.0/conv1/Conv + /layer3/layer3.0/relu/Relu"],
+    }
     assert per["backbone.layer4.0.conv2"]["picked"] is True
     assert per["heads.depth.aspp.2"]["eligible"] and per["heads.depth.aspp.2"]["picked"]  # via the node map
     assert per["heads.seg.aspp.1"]["eligible"] and not per["heads.seg.aspp.1"]["picked"]
@@ -66,22 +78,42 @@ def test_name_matching_respects_boundaries_and_ambiguity():
     amb = sparse_layer_report(["/seg/seg.0/Conv"], [], ["heads.seg.0", "aux.seg.0"])
     assert amb["hardened_eligible"] == 0
     # the node map settles it
-    mapped = sparse_layer_report(["/seg/seg.0/Conv"], [], ["heads.seg.0", "aux.seg.0"],
-                                 node_to_layer={"/seg/seg.0/Conv": "heads.seg.0"})
+    mapped = sparse_layer_report(
+        ["/seg/seg.0/Conv"],
+        [],
+        ["heads.seg.0", "aux.seg.0"],
+        node_to_layer={"/seg/seg.0/Conv": "heads.seg.0"},
+    )
     assert mapped["per_layer"]["heads.seg.0"]["eligible"] and not mapped["per_layer"]["aux.seg.0"]["eligible"]
 
 
 def test_parse_engine_layers_detailed_and_names_only():
-    detailed = json.dumps({"Layers": [
-        {"Name": "/backbone/conv1/Conv", "LayerType": "CaskConvolution", "HasSparseWeights": 1,
-         "TacticName": "sm80_xmma_fprop_sparse_conv_interleaved_f16f16_f16f16_f16"},
-        {"Name": "/seg/Conv", "ParameterType": "Convolution", "HasSparseWeights": 0,
-         "TacticName": "sm80_xmma_fprop_implicit_gemm_f16f16"},
-        {"Name": "Reformat", "LayerType": "Reformat"},
-    ], "Bindings": ["image", "seg"]})
+    detailed = json.dumps(
+        {
+            "Layers": [
+                {
+                    "Name": "/backbone/conv1/Conv",
+                    "LayerType": "CaskConvolution",
+                    "HasSparseWeights": 1,
+                    "TacticName": "sm80_xmma_fprop_sparse_conv_interleaved_f16f16_f16f16_f16",
+                },
+                {
+                    "Name": "/seg/Conv",
+                    "ParameterType": "Convolution",
+                    "HasSparseWeights": 0,
+                    "TacticName": "sm80_xmma_fprop_implicit_gemm_f16f16",
+                },
+                {"Name": "Reformat", "LayerType": "Reformat"},
+            ],
+            "Bindings": ["image", "seg"],
+        }
+    )
     layers = parse_engine_layers(detailed)
     assert [(la["name"], la["has_sparse_weights"], la["sparse_tactic"]) for la in layers] == [
-        ("/backbone/conv1/Conv", True, True), ("/seg/Conv", False, False), ("Reformat", None, None)]
+        ("/backbone/conv1/Conv", True, True),
+        ("/seg/Conv", False, False),
+        ("Reformat", None, None),
+    ]
     assert layers[1]["type"] == "Convolution"
     names_only = parse_engine_layers(json.dumps({"Layers": ["a", "b"], "I/O Tensors": []}))
     assert [la["name"] for la in names_only] == ["a", "b"] and names_only[0]["tactic"] is None

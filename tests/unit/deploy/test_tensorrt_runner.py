@@ -94,10 +94,22 @@ def test_run_engine_checks_end_to_end_on_fake(trt, engine):
     ref = expected(x)
     ref_noisy = {"seg": ref["seg"], "depth": ref["depth"] + 0.1}  # depth fails elementwise at atol 1e-3
     targets = {"seg": ref["seg"].argmax(1).astype(np.int64), "depth": ref["depth"].astype(np.float32) + 0.5}
-    res = run_engine_checks(engine, {"image": x}, ref_noisy, targets, ["seg", "depth"], 4,
-                            atol={"default": 1e-3}, rtol=0.0, latency_batches=[1, 8], warmup=1, iters=3,
-                            batch_size=4, miou_tol=0.5,
-                            runner_factory=lambda p: TensorRTRunner(p, device="cpu"))
+    res = run_engine_checks(
+        engine,
+        {"image": x},
+        ref_noisy,
+        targets,
+        ["seg", "depth"],
+        4,
+        atol={"default": 1e-3},
+        rtol=0.0,
+        latency_batches=[1, 8],
+        warmup=1,
+        iters=3,
+        batch_size=4,
+        miou_tol=0.5,
+        runner_factory=lambda p: TensorRTRunner(p, device="cpu"),
+    )
     by_name = {c["name"]: c for c in res["comparisons"]}
     assert by_name["seg"]["passed"] and not by_name["depth"]["passed"]
     assert res["elementwise_passed"] is False and res["samples"] == 6

@@ -37,7 +37,10 @@ class TinyMTLNet(nn.Module):
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.backbone(image)
         size = image.shape[-2:]
-        up = {t: F.interpolate(h(feats), size=size, mode="bilinear", align_corners=False) for t, h in self.heads.items()}
+        up = {
+            t: F.interpolate(h(feats), size=size, mode="bilinear", align_corners=False)
+            for t, h in self.heads.items()
+        }
         return {
             "seg": up["seg"],
             "depth": F.softplus(up["depth"]) + 1e-3,
@@ -67,7 +70,11 @@ def sparsify_(net: nn.Module, pattern: str, seed: int = 0) -> nn.Module:
                 groups = w.permute(0, 2, 3, 1).reshape(-1, 4)
                 keep = groups.abs().topk(2, dim=1).indices
                 mask = torch.zeros_like(groups).scatter_(1, keep, 1.0)
-                w.copy_((groups * mask).reshape(w.shape[0], w.shape[2], w.shape[3], w.shape[1]).permute(0, 3, 1, 2))
+                w.copy_(
+                    (groups * mask)
+                    .reshape(w.shape[0], w.shape[2], w.shape[3], w.shape[1])
+                    .permute(0, 3, 1, 2)
+                )
     return net
 
 
@@ -88,7 +95,9 @@ def example_image() -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, make_net, example_image) -> Callable[[str, str], tuple[Path, nn.Module, object]]:
+def exported(
+    tmp_path_factory, make_net, example_image
+) -> Callable[[str, str], tuple[Path, nn.Module, object]]:
     """Factory with a cache: exported(exporter, pattern) -> (onnx path, torch model, ExportInfo).
 
     Dynamo exports take ~3 s each, so every (exporter, pattern) is exported once per session.
@@ -103,9 +112,16 @@ def exported(tmp_path_factory, make_net, example_image) -> Callable[[str, str], 
             net = make_net(pattern)
             path = root / f"{exporter}_{pattern.replace(':', '-')}.onnx"
             info = export_onnx(
-                net, path, task_names=TASKS, example_input=example_image, exporter=exporter,
-                metadata={"class_names": [f"c{i}" for i in range(NUM_CLASSES)], "source_run": "runs/test",
-                          "sparsity": {"pattern": pattern}},
+                net,
+                path,
+                task_names=TASKS,
+                example_input=example_image,
+                exporter=exporter,
+                metadata={
+                    "class_names": [f"c{i}" for i in range(NUM_CLASSES)],
+                    "source_run": "runs/test",
+                    "sparsity": {"pattern": pattern},
+                },
             )
             cache[exporter, pattern] = (path, net, info)
         return cache[exporter, pattern]

@@ -68,8 +68,14 @@ def test_metadata_written(exported):
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_dynamic_hw(make_net, example_image, tmp_path, exporter):
     net = make_net("dense")
-    info = export_onnx(net, tmp_path / "m.onnx", task_names=TASKS, example_input=example_image,
-                       exporter=exporter, dynamic_hw=True)
+    info = export_onnx(
+        net,
+        tmp_path / "m.onnx",
+        task_names=TASKS,
+        example_input=example_image,
+        exporter=exporter,
+        dynamic_hw=True,
+    )
     assert info.exporter == exporter
     assert info.input_shape == ["batch", 3, "height", "width"]
     assert info.output_shapes["seg"] == ["batch", 5, "height", "width"]
@@ -96,8 +102,13 @@ def test_falls_back_to_torchscript_when_dynamo_raises(make_net, example_image, t
 
 def test_export_restores_training_mode_and_subset_of_tasks(make_net, example_image, tmp_path):
     net = make_net().train()
-    info = export_onnx(net, tmp_path / "m.onnx", task_names=["depth", "seg"], example_input=example_image,
-                       exporter="torchscript")
+    info = export_onnx(
+        net,
+        tmp_path / "m.onnx",
+        task_names=["depth", "seg"],
+        example_input=example_image,
+        exporter="torchscript",
+    )
     assert net.training
     assert info.output_names == ["depth", "seg"]
 
@@ -105,11 +116,46 @@ def test_export_restores_training_mode_and_subset_of_tasks(make_net, example_ima
 def test_export_errors(make_net, example_image, tmp_path):
     net = make_net()
     with pytest.raises(PipelineError, match="lack the tasks"):
-        export_onnx(net, tmp_path / "a.onnx", task_names=["seg", "edges"], example_input=example_image,
-                    exporter="torchscript")
+        export_onnx(
+            net,
+            tmp_path / "a.onnx",
+            task_names=["seg", "edges"],
+            example_input=example_image,
+            exporter="torchscript",
+        )
     with pytest.raises(PipelineError, match="Unknown exporter 'tflite'. Available: dynamo, torchscript"):
-        export_onnx(net, tmp_path / "a.onnx", task_names=TASKS, example_input=example_image, exporter="tflite")
+        export_onnx(
+            net, tmp_path / "a.onnx", task_names=TASKS, example_input=example_image, exporter="tflite"
+        )
     with pytest.raises(ValueError, match="written by the exporter"):
-        export_onnx(net, tmp_path / "a.onnx", task_names=TASKS, example_input=example_image,
-                    exporter="torchscript", metadata={"opset": "99"})
+        export_onnx(
+            net,
+            tmp_path / "a.onnx",
+            task_names=TASKS,
+            example_input=example_image,
+            exporter="torchscript",
+            metadata={"opset": "99"},
+        )
     assert not list(tmp_path.iterdir())  # failed exports leave nothing behind
+
+
+def test_large_model_goes_to_external_data(make_net, example_image, tmp_path, monkeypatch):
+    """Above the 1.8 GB limit weights go to `<name>.data`; the limit is lowered so a tiny net crosses it."""
+    import exporters.fileio
+    import exporters.onnx_export
+    from exporters.simplify import simplify_onnx
+
+    monkeypatch.setattr(exporters.onnx_export, "LARGE_MODEL_BYTES", 1000)
+    monkeypatch.setattr(exporters.fileio, "LARGE_MODEL_BYTES", 1000)
+    net = make_net("unstructured")
+    info = export_onnx(net, tmp_path / "big.onnx", task_names=TASKS, example_input=example_image)
+    assert info.external_data and info.exporter == "dynamo"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    assert (tmp_path / "big.onnx").stat().st_size < 0.5 * info.file_bytes
+    assert read_metadata(info.path)["producer"] == PRODUCER
+    assert max(_ort_vs_torch(info.path, net, 3).values()) <= 1e-4
+
+    out = tmp_path / "simple" / "big.onnx"
+    simplify_onnx(info.path, out, "onnxslim")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["big.onnx", "big.onnx.data"]
+    assert max(_ort_vs_torch(out, net, 2).values()) <= 1e-4

@@ -55,7 +55,9 @@ def test_in_place(exported, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
-@pytest.mark.parametrize("tool, fix", [("onnxsim", "pip install onnxsim"), ("onnxslim", "pip install onnxslim")])
+@pytest.mark.parametrize(
+    "tool, fix", [("onnxsim", "pip install onnxsim"), ("onnxslim", "pip install onnxslim")]
+)
 def test_missing_tool_names_the_fix(exported, tmp_path, monkeypatch, tool, fix):
     path, _, _ = exported("torchscript", "unstructured")
     monkeypatch.setitem(sys.modules, tool, None)  # makes `import tool` raise ImportError
@@ -67,7 +69,9 @@ def test_missing_tool_names_the_fix(exported, tmp_path, monkeypatch, tool, fix):
 
 def test_unknown_tool(exported, tmp_path):
     path, _, _ = exported("torchscript", "unstructured")
-    with pytest.raises(PipelineError, match="Unknown simplifier 'polish'. Available: none, onnxsim, onnxslim"):
+    with pytest.raises(
+        PipelineError, match="Unknown simplifier 'polish'. Available: none, onnxsim, onnxslim"
+    ):
         simplify_onnx(path, tmp_path / "x.onnx", "polish")
 
 

@@ -36,10 +36,13 @@ def test_nm_violations_1x4():
 
 
 def test_nm_violations_2x8():
-    w = np.array([
-        [1, 1, 0, 0, 1, 1, 1, 0],  # groups: ok, violation
-        [1, 1, 1, 1, 0, 0, 0, 1],  # groups: violation, ok
-    ], dtype=np.float32)
+    w = np.array(
+        [
+            [1, 1, 0, 0, 1, 1, 1, 0],  # groups: ok, violation
+            [1, 1, 1, 1, 0, 0, 0, 1],  # groups: violation, ok
+        ],
+        dtype=np.float32,
+    )
     assert nm_violations(w) == 2
     assert nm_violations(w, n=3, m=4) == 1  # only the all-nonzero group exceeds 3
     assert nm_violations(w.T, axis=0) == 2
@@ -139,7 +142,13 @@ def test_unmatched_weights_fail(exported):
 
 
 def test_name_tokens():
-    assert name_tokens("/model/backbone/layer1/layer1.0/conv1/Conv") == ["model", "backbone", "layer1", "0", "conv1"]
+    assert name_tokens("/model/backbone/layer1/layer1.0/conv1/Conv") == [
+        "model",
+        "backbone",
+        "layer1",
+        "0",
+        "conv1",
+    ]
     assert name_tokens("/model/seg/seg.0/Conv") == ["model", "seg", "0"]
     assert name_tokens("model.heads.seg.0.weight") == ["model", "heads", "seg", "0"]
 
@@ -150,7 +159,9 @@ def test_weights_through_identity_constant_and_sparse_initializer():
     w_sparse = np.zeros((4, 4, 1, 1), np.float32)
     w_sparse[1, 2, 0, 0] = 7.0
     sparse = helper.make_sparse_tensor(
-        numpy_helper.from_array(np.array([7.0], np.float32), "ws"), numpy_helper.from_array(np.array([6])), [4, 4, 1, 1]
+        numpy_helper.from_array(np.array([7.0], np.float32), "ws"),
+        numpy_helper.from_array(np.array([6])),
+        [4, 4, 1, 1],
     )
     nodes = [
         helper.make_node("Identity", ["w_init"], ["w_id"], name="id"),
@@ -160,9 +171,12 @@ def test_weights_through_identity_constant_and_sparse_initializer():
         helper.make_node("Conv", ["y2", "ws"], ["y"], name="conv_c"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])],
-        initializer=[numpy_helper.from_array(w_init, "w_init")], sparse_initializer=[sparse],
+        initializer=[numpy_helper.from_array(w_init, "w_init")],
+        sparse_initializer=[sparse],
     )
     weights = conv_weights_from_onnx(helper.make_model(graph))
     assert list(weights) == ["conv_a", "conv_b", "conv_c"]

@@ -1,0 +1,82 @@
+"""Soft-threshold reparameterisation: forward, gradients, per-component thresholds, hardening."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.models.multitask import task_channels
+from pipeline.models.registry import create_model
+from trainers.sparsity.harden import harden_
+from trainers.sparsity.layers import SparseConv2d, soft_threshold, soft_threshold_reference
+from trainers.sparsity.methods import build_method
+
+
+def test_forward_and_gradients_match_hand_computation():
+    w = torch.tensor([0.5, -0.2, 0.05, -0.7], requires_grad=True)
+    tau = torch.tensor(0.1, requires_grad=True)
+    out = soft_threshold(w, tau)
+    assert torch.allclose(out, torch.tensor([0.4, -0.1, 0.0, -0.6]))
+    assert out[2].item() == 0.0  # pruned entries are exact zeros
+    out.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert torch.equal(w.grad, torch.tensor([1.0, 2.0, 0.0, 4.0]))  # no gradient to pruned weights
+    # dL/dtau = -sum over survivors of sign(w) * g = -(1 - 2 - 4) = 5
+    assert abs(tau.grad.item() - 5.0) < 1e-6
+
+
+def test_custom_autograd_equals_reference_formula():
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3, requires_grad=True)
+    tau = torch.tensor(0.7, requires_grad=True)
+    g = torch.randn(16, 8, 3, 3)
+    soft_threshold(w, tau).backward(g)
+    gw, gt = w.grad.clone(), tau.grad.clone()
+    w.grad = tau.grad = None
+    ref = soft_threshold_reference(w, tau)
+    ref.backward(g)
+    assert torch.equal(soft_threshold(w, tau), ref)
+    assert torch.equal(gw, w.grad) and torch.allclose(gt, tau.grad)
+
+
+def _tiny_adapmtl(tiny_cfg):
+    model = create_model("tiny_mtl", task_channels(tiny_cfg.tasks, 6))
+    method, _ = build_method(tiny_cfg.sparsity, 30)
+    method.attach(model)
+    return model, method
+
+
+def test_one_threshold_per_component_all_get_gradients(tiny_cfg):
+    model, method = _tiny_adapmtl(tiny_cfg)
+    assert method.components == ["backbone", "seg", "depth", "normal"]
+    assert method.s.shape == (4,) and method.s.requires_grad
+    # thresholds live in the method, so the model's state_dict keys are the plain model's (no duplicates)
+    assert not any("threshold" in k for k in model.state_dict())
+    method.before_forward(26)  # late in the ramp: real pruning everywhere
+    out = model(torch.rand(2, 3, 32, 40))
+    sum(v.square().mean() for v in out.values()).backward()
+    assert method.s.grad is not None and bool((method.s.grad != 0).all())
+    layers = [m for m in model.modules() if isinstance(m, SparseConv2d)]
+    assert {l.component for l in layers} == {"backbone", "seg", "depth", "normal"}
+
+
+def test_hardened_weights_reproduce_soft_model_exactly(tiny_cfg):
+    model, method = _tiny_adapmtl(tiny_cfg)
+    method.before_forward(26)
+    model.eval()
+    x = torch.rand(2, 3, 32, 40)
+    with torch.no_grad():
+        soft = model(x)
+        raw = {n: l.weight.detach().clone() for n, l in method.layers.items()}
+        hardened = harden_(method)
+        hard = model(x)
+    for k in soft:
+        assert torch.equal(soft[k], hard[k])
+    # shrunk values sign(W)(|W| - tau), not W * mask
+    name = next(iter(hardened))
+    keep = hardened[name] != 0
+    assert bool((hardened[name][keep].abs() < raw[name][keep].abs()).all())
+    assert not any(isinstance(m, SparseConv2d) for m in model.modules())
+    # idempotent: a second call changes nothing
+    assert harden_(method) == {}
+    with torch.no_grad():
+        again = model(x)
+    assert all(torch.equal(again[k], hard[k]) for k in hard)
