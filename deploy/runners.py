@@ -156,7 +156,6 @@ class OnnxrtRunner(Runner):
         self.providers = list(providers)
         self.session_options = session_options
         self.session: Any = None
-        self.output_names: list[str] = []
 
     def activate(self) -> None:
         import onnxruntime as ort  # deferred: onnxruntime-gpu and onnxruntime share this module name
@@ -175,10 +174,17 @@ class OnnxrtRunner(Runner):
                 "install onnxruntime-gpu with matching CUDA libraries, or request CPUExecutionProvider"
             )
         self.session = session
-        self.output_names = [o.name for o in session.get_outputs()]
 
     def deactivate(self) -> None:
         self.session = None
+
+    @property
+    def output_names(self) -> list[str]:
+        """Graph output names (the task names), read from the session; empty before `__enter__`.
+
+        Derived from `self.session` so subclasses that only replace how the session is made (ort_gpu) work.
+        """
+        return [o.name for o in self.session.get_outputs()] if self.session is not None else []
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = self.output_names

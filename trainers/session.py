@@ -52,7 +52,7 @@ def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
 
 
 def versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "python": platform.python_version()}
+    return {"torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def train_run(cfg: RunConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
