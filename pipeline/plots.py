@@ -72,6 +72,21 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+# Components and tasks share names (a head's component is its task), so every figure colours a name alike.
+_FIXED = ("backbone", "seg", "depth", "normal")
+
+
+def _palette(names: Sequence[str]) -> dict[str, Any]:
+    """Stable colours: backbone/seg/depth/normal keep tab10 slots 0-3 in every figure, others follow."""
+    names = list(dict.fromkeys(names))
+    others = [n for n in names if n not in _FIXED]
+    if len(others) + len(_FIXED) <= 10:
+        cols = _colors(10)
+        slot = {n: i for i, n in enumerate(_FIXED)} | {n: len(_FIXED) + i for i, n in enumerate(others)}
+        return {n: cols[slot[n]] for n in names}
+    return dict(zip(names, _colors(len(names))))
+
+
 def _num(v: Any) -> float:
     """A float, or NaN for None / non-numbers (points may lack a key)."""
     try:
@@ -130,8 +145,9 @@ def plot_sparsity_over_steps(points: Sequence[Mapping[str, Any]], path: Path, ti
     steps = _steps(points)
     comps = _keys(points, "sparsity", "components")
     fig, (ax,) = _new_figure(7.5, 4.2)
-    for c, color in zip(comps, _colors(len(comps))):
-        ax.plot(steps, _series(points, "sparsity", c, "components"), color=color, lw=1.4, label=c)
+    palette = _palette(comps)
+    for c in comps:
+        ax.plot(steps, _series(points, "sparsity", c, "components"), color=palette[c], lw=1.4, label=c)
     overall = _series(points, "sparsity", "overall")
     target = _series(points, "sparsity", "target")
     if not _finite(overall) and not _finite(target):
@@ -169,8 +185,9 @@ def plot_thresholds_over_steps(
     if not values:
         raise ValueError(f"the method logs no thresholds (threshold kind: {threshold_kind or 'none'})")
     fig, (ax,) = _new_figure(7.5, 4.2)
-    for (c, s), color in zip(series.items(), _colors(len(series))):
-        ax.plot(steps, s, color=color, lw=1.5, label=c, marker="." if len(steps) <= 30 else None)
+    palette = _palette(list(series))
+    for c, s in series.items():
+        ax.plot(steps, s, color=palette[c], lw=1.5, label=c, marker="." if len(steps) <= 30 else None)
     if all(v > 0 for v in values):
         ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -189,7 +206,7 @@ def plot_task_weights_over_steps(points: Sequence[Mapping[str, Any]], path: Path
     loss_tasks = _keys(points, "losses")
     if not tasks and not loss_tasks:
         raise ValueError("the timeseries has neither task weights nor losses")
-    colors = dict(zip(dict.fromkeys(tasks + loss_tasks), _colors(len(set(tasks + loss_tasks)))))
+    colors = _palette(tasks + loss_tasks)
     fig, (ax_w, ax_l) = _new_figure(7.5, 6.0, nrows=2, sharex=True)
     for t in tasks:
         ax_w.plot(steps, _series(points, "task_weights", t), color=colors[t], lw=1.6, label=t)
@@ -232,19 +249,22 @@ def plot_layer_sparsity(
     n = len(layers)
     names = [str(e.get("name", f"#{i}")) for i, e in enumerate(layers)]
     comps = list(dict.fromkeys(e.get("component") or _NO_COMPONENT for e in layers))
-    palette = dict(zip(comps, _colors(len(comps))))
-    if _NO_COMPONENT in palette:
-        palette[_NO_COMPONENT] = (0.6, 0.6, 0.6, 1.0)
+    if _NO_COMPONENT in comps:  # grey, listed last
+        comps = [c for c in comps if c != _NO_COMPONENT] + [_NO_COMPONENT]
+    palette = _palette([c for c in comps if c != _NO_COMPONENT]) | {_NO_COMPONENT: (0.6, 0.6, 0.6, 1.0)}
     patterns = [str(e.get("pattern") or ("unstructured" if e.get("component") else "dense")) for e in layers]
     font = 7 if n <= 60 else (6 if n <= 110 else 5)
     fig, (ax,) = _new_figure(8.5, max(3.0, 1.6 + 0.145 * n))
     ys = list(range(n))
     for y, e, pat in zip(ys, layers, patterns):
         hatch, alpha, edge = PATTERN_STYLE.get(pat, ("////", 0.9, "red"))
+        value = _num(e.get("sparsity"))
         ax.barh(
-            y, _num(e.get("sparsity")), height=0.78, color=palette[e.get("component") or _NO_COMPONENT],
+            y, value, height=0.78, color=palette[e.get("component") or _NO_COMPONENT],
             alpha=alpha, hatch=hatch, edgecolor=edge, linewidth=0.6,
         )
+        if not (value > 0.01):  # an empty bar would be invisible: say what it is
+            ax.text(0.005, y, pat if math.isfinite(value) else "n/a", fontsize=font, va="center", color="dimgray")
     if trained:
         ty = [y for y, nm in zip(ys, names) if nm in trained]
         tx = [_num(trained[nm]) for nm in names if nm in trained]

@@ -1,0 +1,121 @@
+"""Turn per-run benchmark summaries into results.json, a Markdown table and a ΔT-vs-sparsity plot."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pipeline.metrics.summary import METRIC_DIRECTIONS, delta_p, delta_t
+
+HEADLINE = {"seg": ["miou"], "depth": ["abs_err", "rel_err"], "normal": ["mean"]}
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _mean_metrics(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    tasks = runs[0]["metrics"]
+    return {t: {m: statistics.fmean(r["metrics"][t][m] for r in runs) for m in tasks[t]} for t in tasks}
+
+
+def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    dense_runs = [r for r in results if r["method"] == "dense"]
+    dense_mean = _mean_metrics(dense_runs)
+    dense_by_seed = {r["seed"]: r for r in dense_runs}
+    for r in results:
+        r["delta_t"] = delta_t(r["metrics"], dense_mean)["overall"]
+        r["delta_p"] = delta_p(r["metrics"], dense_mean)["overall"]
+        r["delta_t_per_task"] = delta_t(r["metrics"], dense_mean)["per_task"]
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["method"], r["target"]), []).append(r)
+    rows = []
+    for (method, target), runs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        dt, dt_sd = _ms([r["delta_t"] for r in runs])
+        dp, dp_sd = _ms([r["delta_p"] for r in runs])
+        metrics = _mean_metrics(runs)
+        comps = {c: statistics.fmean(r["sparsity"]["components"].get(c, 0.0) for r in runs)
+                 for c in runs[0]["sparsity"]["components"]}
+        row = {
+            "method": method, "target": target, "seeds": sorted(r["seed"] for r in runs),
+            "delta_t": dt, "delta_t_sd": dt_sd, "delta_p": dp, "delta_p_sd": dp_sd,
+            "delta_t_per_seed": [r["delta_t"] for r in sorted(runs, key=lambda r: r["seed"])],
+            "overall": statistics.fmean(r["sparsity"]["overall"] for r in runs),
+            "components": comps, "metrics": metrics,
+        }
+        ref = {r["seed"]: r for r in groups.get(("adapmtl", target), [])}
+        if method != "adapmtl" and ref:
+            diffs = [ref[r["seed"]]["delta_t"] - r["delta_t"] for r in runs if r["seed"] in ref]
+            if diffs:
+                row["adapmtl_minus_this"], row["adapmtl_minus_this_sd"] = _ms(diffs)
+                row["adapmtl_minus_this_per_seed"] = diffs
+        rows.append(row)
+    dense_seed_dt = [delta_t(r["metrics"], dense_mean)["overall"] for r in dense_by_seed.values()]
+    return {"rows": rows, "dense_mean": dense_mean, "dense_seed_delta_t": dense_seed_dt}
+
+
+def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        "# Quality benchmark results", "",
+        f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}, python {meta['python']}, "
+        f"torch {meta['torch']}); {meta['steps']} steps per run, preset `{meta['preset']}`, "
+        f"seeds {meta['seeds']} (paired: same init and batch order across methods), wall time "
+        f"{meta['wall_seconds'] / 60:.1f} min.", "",
+        "ΔT (AdapMTL sum form) and Δp (LibMTL mean form) are in percent points against the mean of the dense "
+        "seeds; ± is the standard deviation over seeds. 'paired vs AdapMTL' is AdapMTL's ΔT minus this "
+        "method's ΔT on the same seed (mean ± sd): positive means AdapMTL is better.", "",
+        f"Dense seeds' own ΔT against their mean: {', '.join(f'{v:+.2f}' for v in agg['dense_seed_delta_t'])}.", "",
+    ]
+    cols = [f"{t} {m}" for t, ms in HEADLINE.items() for m in ms]
+    lines.append("| target | method | achieved | components | " + " | ".join(cols) +
+                 " | ΔT | Δp | paired vs AdapMTL |")
+    lines.append("|" + "---|" * (6 + len(cols)))
+    for r in agg["rows"]:
+        comps = " / ".join(f"{c} {v:.3f}" for c, v in r["components"].items())
+        vals = [f"{r['metrics'][t][m]:.4g}" for t, ms in HEADLINE.items() for m in ms if t in r["metrics"]]
+        paired = (f"{r['adapmtl_minus_this']:+.2f} ± {r['adapmtl_minus_this_sd']:.2f}"
+                  if "adapmtl_minus_this" in r else "")
+        lines.append(
+            f"| {r['target']:.2f} | {r['method']} | {r['overall']:.4f} | {comps} | " + " | ".join(vals) +
+            f" | {r['delta_t']:+.2f} ± {r['delta_t_sd']:.2f} | {r['delta_p']:+.2f} ± {r['delta_p_sd']:.2f} | {paired} |"
+        )
+    lines += ["", "Per-seed ΔT:", ""]
+    for r in agg["rows"]:
+        lines.append(f"- {r['method']} @ {r['target']:.2f}: " + ", ".join(f"{v:+.2f}" for v in r["delta_t_per_seed"]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(agg: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = sorted({r["method"] for r in agg["rows"] if r["method"] != "dense"})
+    for m in methods:
+        rows = sorted((r for r in agg["rows"] if r["method"] == m), key=lambda r: r["target"])
+        ax.errorbar([r["target"] for r in rows], [r["delta_t"] for r in rows], yerr=[r["delta_t_sd"] for r in rows],
+                    marker="o", capsize=3, label=m, lw=2.2 if m == "adapmtl" else 1.2)
+    ax.axhline(0, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("overall sparsity")
+    ax.set_ylabel("ΔT vs dense (points)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(results: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> Path:
+    agg = aggregate(results)
+    (out / "results.json").write_text(json.dumps({"meta": meta, **agg, "runs": results}, indent=1))
+    (out / "results.md").write_text(markdown(agg, meta))
+    plot(agg, out / "delta_t.png")
+    return out / "results.md"
+
+
+__all__ = ["METRIC_DIRECTIONS", "aggregate", "markdown", "write_results"]

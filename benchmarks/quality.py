@@ -1,0 +1,139 @@
+"""Quality benchmark: every pruning method at several sparsities, paired seeds, same budget.
+
+    python -m benchmarks.quality --quick          # minutes: a smoke test of the comparison
+    python -m benchmarks.quality                  # the full grid (see --help for its size)
+
+Each (method, sparsity, seed) run trains the `bench` preset through the project's own training loop, so
+every method sees the same initialisation and batch order for a given seed (paired seeds). Results of
+finished runs are cached under `<out>/runs/`, so an interrupted benchmark continues where it stopped.
+Writes `<out>/results.json`, `<out>/results.md` and `<out>/delta_t.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ALL_METHODS = [
+    "dense", "adapmtl", "adapmtl_faithful", "adapmtl_static", "soft_uniform", "gmp_split",
+    "gmp_global", "gmp_uniform", "str",
+]
+ALL_SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.97]
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one configuration in a worker process (one torch thread) and cache its summary."""
+    import torch
+
+    torch.set_num_threads(1)
+    from pipeline.config import load_config
+    from trainers.session import train_run
+
+    out = Path(job["dir"])
+    done = out / "summary.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(job["preset"], job["overrides"])
+    t0 = time.perf_counter()
+    res = train_run(cfg, out, progress=False)
+    summary = {
+        "method": job["method"], "target": job["target"], "seed": job["seed"],
+        "metrics": res["metrics"],
+        "sparsity": {k: res["sparsity"][k] for k in ("overall", "components", "thresholds")},
+        "seconds": time.perf_counter() - t0, "mean_step_seconds": res["mean_step_seconds"],
+    }
+    for f in ("checkpoint.pt",):  # keep the cache small; metrics and sparsity.json stay
+        (out / f).unlink(missing_ok=True)
+    done.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def plan_jobs(args) -> list[list[dict[str, Any]]]:
+    """Jobs in dependency waves: dense and learned runs first, then gmp_split (needs AdapMTL's split)."""
+    base = [f"train.steps={args.steps}"] + (args.set or [])
+    waves: list[list[dict[str, Any]]] = [[], []]
+    for seed in range(args.seeds):
+        common = base + [f"train.seed={seed}"]
+        d = Path(args.out) / "runs"
+        waves[0].append({"method": "dense", "target": 0.0, "seed": seed, "preset": args.preset,
+                         "dir": str(d / f"dense_s{seed}"), "overrides": common + ["sparsity.method=dense"]})
+        for target in args.sparsities:
+            for m in args.methods:
+                if m == "dense":
+                    continue
+                job_dir = d / f"{m}_{target}_s{seed}"
+                ov = common + [f"sparsity.method={m}", f"sparsity.target={target}"]
+                if m == "gmp_split":
+                    ov.append(f"sparsity.split_from={d / f'adapmtl_{target}_s{seed}' / 'sparsity.json'}")
+                waves[1 if m == "gmp_split" else 0].append(
+                    {"method": m, "target": target, "seed": seed, "preset": args.preset, "dir": str(job_dir),
+                     "overrides": ov})
+    return waves
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="2 seeds, 0.9 and 0.97, 4 methods, 400 steps")
+    p.add_argument("--methods", nargs="+", default=None)
+    p.add_argument("--sparsities", nargs="+", type=float, default=None)
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=2, help="parallel training processes (one thread each)")
+    p.add_argument("--preset", default="bench")
+    p.add_argument("--out", default=None)
+    p.add_argument("--set", action="append", help="extra config override for every run (key=value)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.methods = args.methods or ["dense", "adapmtl", "soft_uniform", "gmp_global"]
+        args.sparsities = args.sparsities or [0.9, 0.97]
+        args.seeds = args.seeds or 2
+        args.steps = args.steps or 400
+        args.out = args.out or "benchmarks/results/quick"
+    args.methods = args.methods or ALL_METHODS
+    if "gmp_split" in args.methods and "adapmtl" not in args.methods:
+        args.methods.append("adapmtl")
+    args.sparsities = args.sparsities or ALL_SPARSITIES
+    args.seeds = args.seeds or 3
+    args.steps = args.steps or 1200
+    args.out = args.out or "benchmarks/results/full"
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+
+    from pipeline.config import load_config
+    from pipeline.data import build_dataset
+
+    cfg = load_config(args.preset)
+    build_dataset(cfg.data, "train", cfg.tasks)  # render the scene cache once, before the workers start
+    build_dataset(cfg.data, "val", cfg.tasks)
+
+    t0 = time.perf_counter()
+    results = []
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        for wave in plan_jobs(args):
+            for res in pool.map(run_one, wave):
+                results.append(res)
+                print(f"{res['method']:17s} {res['target']:.2f} seed {res['seed']}  "
+                      f"overall {res['sparsity']['overall']:.4f}  {res['seconds']:.0f}s", flush=True)
+    from benchmarks.aggregate import write_results
+
+    meta = {
+        "command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "preset": args.preset, "steps": args.steps, "seeds": args.seeds, "methods": args.methods,
+        "sparsities": args.sparsities, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+        "torch": __import__("torch").__version__, "wall_seconds": time.perf_counter() - t0,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    path = write_results(results, meta, Path(args.out))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
