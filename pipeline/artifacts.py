@@ -35,10 +35,18 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _umask_mode())  # mkstemp creates 0600; artifacts get the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -73,6 +81,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _umask_mode())
     os.close(fd)
     try:
         torch.save(obj, tmp)
@@ -145,6 +154,9 @@ class RunDir:
         tmp = self.path(f"{stage}.tmp")
         if tmp.exists() and not keep_partial:
             shutil.rmtree(tmp)
+        elif tmp.exists():
+            for junk in tmp.rglob(".*.tmp"):  # half-written temp files of a killed atomic write
+                junk.unlink()
         tmp.mkdir(parents=True, exist_ok=True)
         yield tmp
         final, old = self.stage_dir(stage), self.path(f"{stage}.old")

@@ -130,7 +130,8 @@ def train(run_dir, config, overrides, force, no_progress, method, target, steps)
         _train_follower(run_dir, config, extra)
         return
     run, cfg = resolve_run(run_dir, config, extra, force=force)
-    dist.barrier()
+    dist.barrier()  # config.yaml is settled: followers read it
+    dist.barrier()  # followers have copied the resume state of train.tmp/
     outcome = run_stage(run, cfg, "train", {"progress": not no_progress})
     _print_stage(outcome)
     from pipeline.report import write_run_report
@@ -147,18 +148,28 @@ def _device_hint(config, overrides) -> str:
 
 
 def _train_follower(run_dir, config, overrides) -> None:
-    """Non-zero torchrun ranks: same computation, output to a scratch folder, nothing in the run dir."""
+    """Non-zero torchrun ranks: same computation, output to a scratch folder, nothing in the run dir.
+
+    A follower uses the config rank 0 settled (the run's config.yaml) and starts from a copy of rank 0's
+    staging folder, so after an interruption every rank resumes from the same step.
+    """
+    import shutil
     import tempfile
 
     from pipeline.artifacts import RunDir
     from pipeline.config import load_config
+    from pipeline.runner import default_run_dir
     from pipeline.stages import StageContext
     from pipeline.stages import train as train_stage
     from trainers import distributed as dist
 
-    cfg = load_config(config, overrides)
-    dist.barrier()
+    root = Path(run_dir) if run_dir else default_run_dir(config)
+    dist.barrier()  # rank 0 has validated and written config.yaml
+    cfg = load_config(str(root / "config.yaml"))
     with tempfile.TemporaryDirectory() as tmp:
+        if (root / "train.tmp").is_dir():
+            shutil.copytree(root / "train.tmp", tmp, dirs_exist_ok=True)
+        dist.barrier()  # rank 0 waits for the copy before it writes into train.tmp/ again
         train_stage.run(StageContext(RunDir(tmp), cfg, Path(tmp), {"progress": False}))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 import types
 import typing
@@ -277,7 +278,9 @@ def _build(cls: type, data: Any, path: str, problems: list[str]) -> Any:
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
         if key not in names:
-            problems.append(f"unknown key '{where}' (known: {', '.join(sorted(names))})")
+            close = difflib.get_close_matches(str(key), sorted(names), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            problems.append(f"unknown key '{where}' ({hint}known: {', '.join(sorted(names))})")
             continue
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -340,8 +343,7 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig; raise ConfigError listing every problem."""
     problems: list[str] = []
     cfg = _build(RunConfig, data or {}, "", problems)
-    if not problems:
-        _check_values(cfg, problems)
+    _check_values(cfg, problems)  # on what did parse (defaults elsewhere), so every problem is listed at once
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -371,6 +373,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     try:
         data = yaml_load(text)
+    except yaml.constructor.ConstructorError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(
+            f"config file {path}{where}: {e.problem}; configs hold plain values only (no tags like !!python/...)"
+        ) from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""

@@ -84,7 +84,7 @@ def _palette(names: Sequence[str]) -> dict[str, Any]:
         cols = _colors(10)
         slot = {n: i for i, n in enumerate(_FIXED)} | {n: len(_FIXED) + i for i, n in enumerate(others)}
         return {n: cols[slot[n]] for n in names}
-    return dict(zip(names, _colors(len(names))))
+    return dict(zip(names, _colors(len(names)), strict=True))
 
 
 def _num(v: Any) -> float:
@@ -256,7 +256,7 @@ def plot_layer_sparsity(
     font = 7 if n <= 60 else (6 if n <= 110 else 5)
     fig, (ax,) = _new_figure(8.5, max(3.0, 1.6 + 0.145 * n))
     ys = list(range(n))
-    for y, e, pat in zip(ys, layers, patterns):
+    for y, e, pat in zip(ys, layers, patterns, strict=True):
         hatch, alpha, edge = PATTERN_STYLE.get(pat, ("////", 0.9, "red"))
         value = _num(e.get("sparsity"))
         ax.barh(
@@ -266,7 +266,7 @@ def plot_layer_sparsity(
         if not (value > 0.01):  # an empty bar would be invisible: say what it is
             ax.text(0.005, y, pat if math.isfinite(value) else "n/a", fontsize=font, va="center", color="dimgray")
     if trained:
-        ty = [y for y, nm in zip(ys, names) if nm in trained]
+        ty = [y for y, nm in zip(ys, names, strict=True) if nm in trained]
         tx = [_num(trained[nm]) for nm in names if nm in trained]
         if ty:
             ax.scatter(tx, ty, marker="|", s=60, color="black", linewidths=1.4, zorder=3)
@@ -340,13 +340,13 @@ def plot_metrics_vs_dense(
         raise ValueError("no metric is comparable with the dense baseline")
     labels = [lab for lab, ch in changes.items() if ch]
     width = 0.8 / len(labels)
-    fig, (ax,) = _new_figure(max(6.0, 0.55 * len(keys) * max(1, len(labels)) + 2.0), 4.6)
+    fig, (ax,) = _new_figure(min(11.0, max(6.0, 0.38 * len(keys) * len(labels) + 2.0)), 4.6)
     colors = _colors(len(labels))
-    for i, (lab, color) in enumerate(zip(labels, colors)):
+    for i, (lab, color) in enumerate(zip(labels, colors, strict=True)):
         xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(keys))]
         vals = [changes[lab].get(t, {}).get(k, math.nan) for t, k in keys]
         bars = ax.bar(xs, vals, width=width * 0.95, color=color, label=lab, edgecolor="black", linewidth=0.4)
-        for b, v in zip(bars, vals):
+        for b, v in zip(bars, vals, strict=True):
             if math.isfinite(v):
                 ax.annotate(f"{v:+.1f}", (b.get_x() + b.get_width() / 2, v), fontsize=6, ha="center",
                             va="bottom" if v >= 0 else "top", xytext=(0, 2 if v >= 0 else -2),

@@ -128,16 +128,66 @@ def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
 
-def _mapping_section(d: Mapping[str, Any], first: Sequence[str], fmt: Mapping[str, Callable[[Any], str]]) -> str:
-    """Key/value table of the scalar entries (`first` keys first), nested entries as collapsible JSON."""
+def _mapping_section(
+    d: Mapping[str, Any], first: Sequence[str] = (), fmt: Mapping[str, Callable[[Any], str]] | None = None,
+    source: str | None = None,
+) -> str:
+    """Key/value table of the scalar entries (`first` keys first); nested entries with a `status` as one line
+    each, other nested entries as collapsible JSON (`source`: the file that holds them in full)."""
+    fmt = fmt or {}
     keys = [k for k in first if k in d] + [k for k in d if k not in first]
     rows = [
         [_cell(k), fmt[k](d[k]) if k in fmt else (_flag(d[k]) if k in _FLAG_KEYS else _cell(d[k]))]
         for k in keys if _is_scalar(d[k])
     ]
     out = [_table(["key", "value"], rows)] if rows else []
-    out += [_json_details(str(k), d[k]) for k in keys if not _is_scalar(d[k])]
+    nested = [k for k in keys if not _is_scalar(d[k])]
+    for k in nested:
+        v = d[k]
+        if isinstance(v, Mapping) and "status" in v and all(x in ("status", "reason") for x in v):
+            out.append(f"- `{k}`: {_fmt(v.get('status'))}" + (f" — {_fmt(v.get('reason'))}" if v.get("reason") else ""))
+    details = [_json_details(str(k), d[k]) for k in nested
+               if not (isinstance(d[k], Mapping) and "status" in d[k] and all(x in ("status", "reason") for x in d[k]))]
+    if details and source:
+        details.insert(0, f"Nested entries (long lists cut; in full in `{source}`):")
+    out += details
     return "\n\n".join(out)
+
+
+def _heads_table(heads: Mapping[str, Any]) -> str:
+    """One row per head; scalar fields as columns (`passed`, `max_abs`, `mean_abs` first), columns that only
+    repeat the head name or are empty everywhere dropped."""
+    rows_in = {n: h for n, h in heads.items() if isinstance(h, Mapping)}
+    preferred = ["passed", "max_abs", "mean_abs"]
+    cols = list(dict.fromkeys(preferred + [k for h in rows_in.values() for k, x in h.items() if _is_scalar(x)]))
+
+    def useful(c: str) -> bool:
+        vals = [h.get(c) for h in rows_in.values()]
+        if all(v in (None, "") for v in vals):
+            return False
+        return not all(v == n for n, v in zip(rows_in, vals, strict=True))  # e.g. "name": the head itself
+
+    cols = [c for c in cols if useful(c)]
+    rows = [[f"`{n}`"] + [_flag(h.get(c)) if c in _FLAG_KEYS else _cell(h.get(c), 3) for c in cols]
+            for n, h in rows_in.items()]
+    out = [_table(["head"] + cols, rows)]
+    nested = {n: {k: x for k, x in h.items() if not _is_scalar(x)} for n, h in rows_in.items()}
+    if any(nested.values()):
+        out.append(_json_details("per-head details", {k: x for k, x in nested.items() if x}))
+    return "\n\n".join(out)
+
+
+def _parity_table(parity: Mapping[str, Any]) -> str:
+    """Task metrics under both runtimes: `{task: {ref: {m: v}, test: {m: v}, delta?, passed?}}`."""
+    rows = []
+    for task, p in parity.items():
+        if not isinstance(p, Mapping):
+            continue
+        ref, test, delta = p.get("ref") or {}, p.get("test") or {}, p.get("delta") or {}
+        for m in dict.fromkeys(list(ref) + list(test)):
+            rows.append([f"`{task}`", _cell(m), _cell(ref.get(m), 6), _cell(test.get(m), 6), _cell(delta.get(m), 3),
+                         _flag(p.get("passed"))])
+    return _table(["task", "metric", "torch", "onnxruntime", "abs. difference", "passed"], rows) if rows else ""
 
 
 # -- inputs --------------------------------------------------------------------------------------------
@@ -183,6 +233,7 @@ class _Figures:
         except Exception as e:  # a plot must never stop the pipeline
             log.warning("report plot %s unavailable: %s: %s", name, type(e).__name__, e)
             reason = f"{type(e).__name__}: {e}".replace("\n", " ").strip()
+            reason = reason if len(reason) <= 300 else reason[:297] + "..."
             return f"_plot unavailable: {reason}_"
         self.made.add(name)
         return f"![{caption}]({PLOTS_DIR}/{name})"
@@ -446,15 +497,21 @@ def _metrics(report: Mapping[str, Any], figs: _Figures) -> str:
 
 
 def _export(report: Mapping[str, Any]) -> str:
+    out = ["## Export (ONNX)"]
     ex = report.get("export")
     if not isinstance(ex, Mapping) or not ex:
-        return "## Export (ONNX)\n\n" + _stage_note(report, "export")
+        out.append(_stage_note(report, "export"))
+        return "\n\n".join(out)
+    raw, packed = ex.get("size_bytes"), ex.get("compressed_bytes")
+    if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in (raw, packed)) and packed:
+        out.append(f"Zero pattern survived export: {_flag(ex.get('sparsity_survived'))}. "
+                   f"The compressed file is {raw / packed:.2f}× smaller than the ONNX file.")
+    elif "sparsity_survived" in ex:
+        out.append(f"Zero pattern survived export: {_flag(ex.get('sparsity_survived'))}.")
     fmt = {"size_bytes": _bytes, "compressed_bytes": _bytes}
-    body = _mapping_section(ex, ["onnx", "opset", "exporter", "size_bytes", "compressed_bytes", "sparsity_survived"], fmt)
-    sizes = [ex.get("size_bytes"), ex.get("compressed_bytes")]
-    if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in sizes) and sizes[1]:
-        body = f"Compression ratio {sizes[0] / sizes[1]:.2f}×.\n\n" + body
-    return "## Export (ONNX)\n\n" + body
+    first = ["onnx", "compressed", "opset", "exporter", "size_bytes", "compressed_bytes", "sparsity_survived"]
+    out.append(_mapping_section(ex, first, fmt, source="export/checks.json"))
+    return "\n\n".join(out)
 
 
 def _validation(report: Mapping[str, Any]) -> str:
@@ -465,35 +522,39 @@ def _validation(report: Mapping[str, Any]) -> str:
         return "\n\n".join(out)
     if "passed" in v:
         out.append(f"Verdict: **{'PASSED' if v['passed'] else 'FAILED'}**.")
-    rest = {k: val for k, val in v.items() if k not in ("passed", "heads")}
+    rest = {k: val for k, val in v.items() if k not in ("passed", "heads", "metrics_agree", "real_data", "parity")}
     heads = v.get("heads")
     if isinstance(heads, Mapping) and heads:
-        preferred = ["passed", "max_abs", "mean_abs"]
-        cols = list(dict.fromkeys(
-            preferred + [k for h in heads.values() if isinstance(h, Mapping) for k, x in h.items() if _is_scalar(x)]
-        ))
-        cols = [c for c in cols if any(isinstance(h, Mapping) and c in h for h in heads.values())]
-        rows = [
-            [f"`{name}`"]
-            + [(_flag(h.get(c)) if c in _FLAG_KEYS else _cell(h.get(c), 3)) if isinstance(h, Mapping) else "–"
-               for c in cols]
-            for name, h in heads.items()
-        ]
-        out.append(_table(["head"] + cols, rows))
-        nested = {name: {k: x for k, x in h.items() if not _is_scalar(x)} for name, h in heads.items()
-                  if isinstance(h, Mapping)}
-        if any(nested.values()):
-            out.append(_json_details("per-head details", {k: x for k, x in nested.items() if x}))
+        out.append("Held-out samples, per head:")
+        out.append(_heads_table(heads))
     elif heads is not None:
         rest["heads"] = heads
-    agree = rest.pop("metrics_agree", None)
+    agree = v.get("metrics_agree")
     if isinstance(agree, Mapping):
         out.append("Task metrics agree:")
-        out.append(_mapping_section(agree, [], {}))
-    elif agree is not None:
+        out.append(_mapping_section(agree))
+    elif "metrics_agree" in v:
         out.append(f"Task metrics agree: {_flag(agree)}.")
+    if isinstance(v.get("parity"), Mapping) and v["parity"]:
+        out.append(_parity_table(v["parity"]))
+    real = v.get("real_data")
+    if isinstance(real, Mapping) and real:
+        out.append("### Real data")
+        head = [f"source `{real['source']}`" if real.get("source") else None,
+                f"{real['samples']} samples" if real.get("samples") is not None else None,
+                f"passed: {_flag(real['passed'])}" if "passed" in real else None]
+        out.append(", ".join(x for x in head if x) + ".")
+        if isinstance(real.get("heads"), Mapping) and real["heads"]:
+            out.append(_heads_table(real["heads"]))
+        if isinstance(real.get("parity"), Mapping) and real["parity"]:
+            out.append(_parity_table(real["parity"]))
+        extra = {k: x for k, x in real.items() if k not in ("source", "samples", "passed", "heads", "parity")}
+        if extra:
+            out.append(_mapping_section(extra, source="validate/report.json"))
+    elif "real_data" in v:
+        out.append("Real data: not checked (no real sample configured or found).")
     if rest:
-        out.append(_mapping_section(rest, ["real_data"], {}))
+        out.append(_mapping_section(rest, source="validate/report.json"))
     return "\n\n".join(out)
 
 
@@ -510,7 +571,7 @@ def _build(report: Mapping[str, Any]) -> str:
     out.append(f"Status: **{_fmt(status)}**" + (f" — {_fmt(b.get('reason'))}" if b.get("reason") else "") + ".")
     rest = {k: v for k, v in b.items() if k not in ("status", "reason")}
     if rest:
-        out.append(_mapping_section(rest, [], {}))
+        out.append(_mapping_section(rest, ["sparse_speedup", "note"], source="build/report.json"))
     return "\n\n".join(out)
 
 

@@ -33,6 +33,27 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return out / world_size()
 
 
+def sync_buffers_(model: torch.nn.Module) -> None:
+    """Average the floating-point buffers (BatchNorm running stats) over ranks in place, in one all-reduce.
+
+    Each rank's BN layers see only its shard of the batch; averaging keeps every rank's state identical and
+    makes the running mean that of the whole global batch. No-op when not distributed.
+    """
+    if not is_distributed():
+        return
+    bufs = [b for b in model.buffers() if b.is_floating_point()]
+    if not bufs:
+        return
+    flat = torch.cat([b.detach().reshape(-1) for b in bufs])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size()
+    offset = 0
+    for b in bufs:
+        n = b.numel()
+        b.detach().copy_(flat[offset : offset + n].view_as(b))
+        offset += n
+
+
 def init_from_env(device: str) -> bool:
     """Initialise the process group when launched by torchrun (WORLD_SIZE > 1). Returns True if distributed."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():

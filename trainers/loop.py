@@ -73,7 +73,9 @@ class Trainer:
         if dist.is_distributed():
             from torch.nn.parallel import DistributedDataParallel
 
-            self.net = DistributedDataParallel(model)
+            # BN running stats are averaged over ranks after every step (sync_buffers_) instead of DDP's
+            # broadcast of rank 0's copy: every rank then holds the same state_dict at every step.
+            self.net = DistributedDataParallel(model, broadcast_buffers=False)
         groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         groups += method.extra_param_groups()
         self.optimizer = torch.optim.Adam(
@@ -135,6 +137,7 @@ class Trainer:
                     "Lower train.lr or check the data for NaN/Inf"
                 )
         self.optimizer.step()
+        dist.sync_buffers_(self.model)
         self.method.after_optimizer_step(step)
         self.weighting.observe(step, values)
         return values

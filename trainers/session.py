@@ -30,10 +30,13 @@ from trainers.sparsity.report import sparsity_report
 from trainers.weighting import build_weighting
 
 
+TRAINING_SECTIONS = ("tasks", "data", "model", "train", "sparsity")
+
+
 def training_fingerprint(cfg: RunConfig) -> str:
     """What decides a training trajectory; a resume checkpoint is only used when this matches."""
     d = config_to_dict(cfg)
-    return sha256_json({k: d[k] for k in ("tasks", "data", "model", "train", "sparsity")})
+    return sha256_json({k: d[k] for k in TRAINING_SECTIONS})
 
 
 def init_conv_weights_(model: nn.Module, kind: str, seed: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.artifacts import RunDir, atomic_write_text, now_iso, sha256_file, sha256_json
 from pipeline.config import RunConfig, config_to_dict
-from pipeline.errors import CheckFailed, MissingArtifactError, PipelineError
+from pipeline.errors import CheckFailed, MissingArtifactError, PipelineError, StaleArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,13 @@ def check_needs(run: RunDir, stage: Stage) -> None:
             raise MissingArtifactError(
                 f"stage '{stage.name}' needs {rel}, but stage '{up}' is {entry.get('status', 'not run')}; "
                 f"run `{producer_command(rel, run)}` first"
+            )
+        # A truncated, corrupted or replaced input is never trusted: it must be the file the manifest recorded.
+        recorded = next((o["sha256"] for o in entry.get("outputs", []) if o.get("path") == rel), None)
+        if recorded is not None and sha256_file(run.path(rel)) != recorded:
+            raise StaleArtifactError(
+                f"stage '{stage.name}' needs {rel}, which was modified after stage '{up}' wrote it (its sha256 "
+                f"differs from manifest.json); run `{producer_command(rel, run)}` to write it again"
             )
 
 

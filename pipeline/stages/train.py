@@ -18,6 +18,28 @@ def dense_variant(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, method="dense"))
 
 
+def finished_result(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
+    """The result of a training run that already completed in `out` (staging kept after an interruption).
+
+    Used only when `out` holds a final checkpoint and metrics, no resume.pt, and the checkpoint was trained
+    with the same training fingerprint as `cfg`; otherwise None (train, or resume, as usual).
+    """
+    from pipeline.artifacts import sha256_json
+    from pipeline.checkpoint import load_checkpoint
+    from trainers.session import TRAINING_SECTIONS, training_fingerprint
+
+    if (out / "resume.pt").exists() or not (out / "checkpoint.pt").exists() or not (out / "metrics.json").exists():
+        return None
+    try:
+        saved = load_checkpoint(out / "checkpoint.pt", "train")["config"]
+        result = read_json(out / "metrics.json")
+    except PipelineError:
+        return None  # unreadable leftovers: train again
+    if sha256_json({k: saved.get(k) for k in TRAINING_SECTIONS}) != training_fingerprint(cfg):
+        return None
+    return result
+
+
 def reference_metrics(ctx: StageContext) -> tuple[dict[str, Any] | None, str | None]:
     """Dense metrics to compare against: trained here ('auto'), read from a run dir, or none."""
     from trainers.session import train_run
@@ -30,9 +52,8 @@ def reference_metrics(ctx: StageContext) -> tuple[dict[str, Any] | None, str | N
     if ref == "auto":
         out = ctx.out / "reference"
         out.mkdir(exist_ok=True)
-        if (out / "metrics.json").exists() and not (out / "resume.pt").exists():
-            return read_json(out / "metrics.json")["metrics"], "train/reference"
-        res = train_run(dense_variant(ctx.cfg), out, progress=ctx.options.get("progress", True))
+        dense_cfg = dense_variant(ctx.cfg)
+        res = finished_result(out, dense_cfg) or train_run(dense_cfg, out, progress=ctx.options.get("progress", True))
         return res["metrics"], "train/reference"
     path = Path(ref)
     cand = path / "train" / "metrics.json" if path.is_dir() else path
@@ -46,7 +67,8 @@ def reference_metrics(ctx: StageContext) -> tuple[dict[str, Any] | None, str | N
 def run(ctx: StageContext) -> StageRecord:
     from trainers.session import train_run
 
-    result = train_run(ctx.cfg, ctx.out, progress=ctx.options.get("progress", True))
+    # After an interruption during the dense reference, the finished main run is not trained again.
+    result = finished_result(ctx.out, ctx.cfg) or train_run(ctx.cfg, ctx.out, progress=ctx.options.get("progress", True))
     dense, source = reference_metrics(ctx)
     if source == "self":
         dense = result["metrics"]

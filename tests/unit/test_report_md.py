@@ -130,20 +130,31 @@ def make_run(root: Path, stages=STAGES, build_status: str = "skipped") -> RunDir
         _write(root, "export/checks.json", {
             "onnx": "export/model.onnx", "opset": 18, "exporter": "torch.onnx (dynamo)", "size_bytes": 3_456_789,
             "compressed_bytes": 456_789, "sparsity_survived": True,
-            "zero_pattern": {"layers": 15, "mismatched": []}, "outputs": ["seg", "depth", "normal"],
+            "zero_pattern": {"passed": True, "mismatched": [],
+                             "pairs": [{"onnx_name": f"w{i}", "zeros_lost": 0} for i in range(30)]},
+            "outputs": ["seg", "depth", "normal"],
         })
     if "validate" in stages:
         _write(root, "validate/report.json", {
             "passed": True,
             "heads": {t: {"passed": True, "max_abs": 1.5e-5, "mean_abs": 2e-7, "atol": 1e-4,
                           "agreement": {"mean_abs_diff": 1e-7}} for t in TASKS},
-            "metrics_agree": True, "real_data": False,
+            "metrics_agree": True, "real_data": None,
         })
     if "build" in stages and build_status != "skipped":
         _write(root, "build/report.json", {"status": build_status, "reason": None,
                                            "engines": {"dense": {"fp16": True}, "sparse": {"fp16": True}},
                                            "latency_ms": {"dense": 1.9, "sparse": 1.4}})
     return RunDir(root)
+
+
+@pytest.fixture
+def stub_plots(monkeypatch):
+    """For tests about the Markdown only: every figure function writes a few bytes instead of rendering."""
+    names = [n for n in plots.__all__ if n.startswith("plot_")]
+    for n in names:
+        monkeypatch.setattr(plots, n, lambda *a, **k: next(x for x in a if isinstance(x, Path)).write_bytes(b"stub"))
+    return names
 
 
 def _check_png(path: Path, min_bytes: int = 5000) -> None:
@@ -178,8 +189,9 @@ def test_full_run_report(tmp_path):
     # lower-is-better metric got worse: abs_err 0.60 -> 0.63 is -5.00 %
     assert "| `depth` | abs_err ↓ | 0.63 | 0.62 | 0.6 | -5.00% | -3.33% |" in md
     # export / validation / build sections print what exists
-    assert "3.30 MiB" in md and "Compression ratio 7.57×" in md and "torch.onnx (dynamo)" in md
-    assert "zero_pattern" in md
+    assert "3.30 MiB" in md and "7.57× smaller" in md and "torch.onnx (dynamo)" in md
+    assert "<summary>zero_pattern</summary>" in md and "... (26 more)" in md  # long lists cut
+    assert "Real data: not checked" in md
     assert "Verdict: **PASSED**" in md and "| `seg` | yes | 1.5e-05 | 2e-07 |" in md
     assert "Status: **skipped**" in md
     # every figure referenced, present, a real PNG
@@ -192,11 +204,34 @@ def test_full_run_report(tmp_path):
     assert not list(run.root.glob(".report.md*"))
 
 
-def test_build_ok_details(tmp_path):
+def test_build_ok_details(tmp_path, stub_plots):
     run = make_run(tmp_path / "run", build_status="ok")
     md = write_markdown_report(run, build_run_report(run)).read_text()
     assert "Status: **ok**" in md and "latency_ms" in md and "| `build` | passed |" in md
     assert "5 of 5 stages passed" in md
+
+
+def test_validation_real_data_and_failures(tmp_path, stub_plots):
+    run = make_run(tmp_path / "run")
+    parity = {"depth": {"ref": {"abs_err": 1.3637}, "test": {"abs_err": 1.3638}, "delta": {"abs_err": 1e-4},
+                        "passed": False}}
+    _write(run.root, "validate/report.json", {
+        "passed": False,
+        "heads": {"seg": {"name": "seg", "passed": True, "max_abs": 1e-7, "detail": ""},
+                  "depth": {"name": "depth", "passed": False, "max_abs": 0.3, "detail": ""}},
+        "metrics_agree": False,
+        "real_data": {"source": "/data/nyu50", "samples": 4, "passed": False,
+                      "heads": {"depth": {"passed": False, "max_abs": 0.2}}, "parity": parity,
+                      "seg_compared_as": "argmax agreement only"},
+    })
+    md = write_markdown_report(run, build_run_report(run)).read_text()
+    body = md.split("## Validation", 1)[1].split("\n## ", 1)[0]
+    assert "Verdict: **FAILED**" in body and "Task metrics agree: **no**." in body
+    assert "| head | passed | max_abs |" in body and "| name |" not in body and "detail" not in body
+    assert "| `depth` | **no** | 0.3 |" in body
+    assert "source `/data/nyu50`, 4 samples, passed: **no**." in body
+    assert "| `depth` | abs_err | 1.3637 | 1.3638 | 0.0001 | **no** |" in body
+    assert "argmax agreement only" in body
 
 
 # -- partial / empty / corrupt runs --------------------------------------------------------------------
@@ -216,7 +251,7 @@ def test_train_only_run(tmp_path):
         _check_png(run.root / PLOTS_DIR / FIGURES[key])
 
 
-def test_train_only_without_dense_reference_skips_metrics_figure(tmp_path):
+def test_train_only_without_dense_reference_skips_metrics_figure(tmp_path, stub_plots):
     run = make_run(tmp_path / "run", stages=("train",))
     _write(run.root, "train/metrics.json", {"metrics": TRAINED})
     md = write_markdown_report(run, build_run_report(run)).read_text()
@@ -233,7 +268,7 @@ def test_empty_run_directory(tmp_path):
     assert "![" not in md
 
 
-def test_corrupt_timeseries_is_noted_not_fatal(tmp_path):
+def test_corrupt_timeseries_is_noted_not_fatal(tmp_path, stub_plots):
     run = make_run(tmp_path / "run", stages=("train",))
     (run.root / "train" / "timeseries.json").write_text('{"threshold_kind": "tau", "points": [{"st')
     md = write_markdown_report(run, build_run_report(run)).read_text()
@@ -241,7 +276,7 @@ def test_corrupt_timeseries_is_noted_not_fatal(tmp_path):
     assert FIGURES["sparsity"] not in md and FIGURES["layers"] in md
 
 
-def test_failed_stage_reason_in_verdicts(tmp_path):
+def test_failed_stage_reason_in_verdicts(tmp_path, stub_plots):
     run = make_run(tmp_path / "run", stages=("train", "harden", "export"))
     m = json.loads(run.manifest_path.read_text())
     m["stages"]["export"] |= {"status": "failed", "reason": "zero pattern lost in 2 | 15 layers\nsee checks"}
@@ -283,7 +318,7 @@ def test_matplotlib_missing_gives_notes_for_every_figure(tmp_path, monkeypatch):
     assert "## Metrics: pruned vs dense" in md
 
 
-def test_markdown_assembly_bugs_are_not_hidden(tmp_path):
+def test_markdown_assembly_bugs_are_not_hidden(tmp_path, stub_plots):
     run = make_run(tmp_path / "run", stages=("train",))
     report = build_run_report(run)
     report["stages"] = ["not", "a", "mapping"]  # a caller bug: must raise, not turn into a note
@@ -358,55 +393,33 @@ def test_tensorboard_scalars_with_a_stand_in_writer(tmp_path, monkeypatch):
     assert calls[-1][0] == "closed"
 
 
-# -- the real train stage feeds the report -------------------------------------------------------------
-def test_real_train_stage_report(tmp_path, monkeypatch):
-    from pipeline.config import load_config
-    from pipeline.stages import StageContext
-    from pipeline.stages import train as train_stage
-
-    monkeypatch.chdir(tmp_path)
-    cfg = load_config("tiny", ["train.steps=8", "train.log_every=2", "dense_reference=auto"])
-    run = RunDir(tmp_path / "r")
-    with run.staging("train", keep_partial=True) as out:
-        train_stage.run(StageContext(run, cfg, out, {"progress": False}))
-    run.update_manifest(stages={"train": {"status": "ok", "reason": None, "seconds": 1.0, "started_at": "now"}})
-    report = write_run_report(run)
-    md = (run.root / "report.md").read_text()
-    sp = json.loads((run.root / "train" / "sparsity.json").read_text())
-    for c, v in sp["components"].items():
-        assert f"| `{c}` |" in md and (f"{v:.4g}" in md), c
-    assert report["delta_t"] is not None and f"ΔT = {report['delta_t']:+.2f}%" in md
-    for key in ("sparsity", "thresholds", "task_weights", "layers", "metrics"):
-        _check_png(run.root / PLOTS_DIR / FIGURES[key])
-    assert "| `harden` | not run |" in md
-
-
-def _pipeline_stages_importable() -> bool:
-    try:
-        from pipeline.stages import build, export, validate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(
-    not _pipeline_stages_importable(),
-    reason="pipeline.stages.{export,validate,build} are not written yet, so `pipeline run all` cannot build "
-    "its stage table; this runs by itself once they exist",
-)
+# -- the real pipeline feeds the report ---------------------------------------------------------------
 def test_cli_run_all_until_train_writes_report(tmp_path, monkeypatch):
+    """Real trainer output (tiny preset, dense reference trained alongside) through `pipeline run all`, then
+    `pipeline report` regenerates report.md."""
     from click.testing import CliRunner
 
     from pipeline.cli import main
 
     monkeypatch.chdir(tmp_path)
-    res = CliRunner().invoke(
-        main, ["run", "all", "--config", "tiny", "--run-dir", str(tmp_path / "r"), "--until", "train", "--no-progress"]
-    )
+    run_dir = tmp_path / "r"
+    res = CliRunner().invoke(main, ["run", "all", "--config", "tiny", "--run-dir", str(run_dir), "--until", "train",
+                                    "--no-progress", "--set", "train.steps=12"])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    md = (tmp_path / "r" / "report.md").read_text()
+    md_path = run_dir / "report.md"
+    md = md_path.read_text()
+    report = json.loads((run_dir / "report.json").read_text())
+    sp = json.loads((run_dir / "train" / "sparsity.json").read_text())
     assert "| `train` | passed |" in md and "| `harden` | not run |" in md
-    for key in ("sparsity", "task_weights", "layers"):
-        _check_png(tmp_path / "r" / PLOTS_DIR / FIGURES[key])
-    res = CliRunner().invoke(main, ["report", "--run-dir", str(tmp_path / "r")])
-    assert res.exit_code == 0, res.output
+    for c, v in sp["components"].items():
+        assert f"| `{c}` |" in md and f"{v:.4g}" in md, c
+    assert f"threshold ({sp['threshold_kind']})" in md
+    assert report["delta_t"] is not None and f"ΔT = {report['delta_t']:+.2f}%" in md
+    assert "plot unavailable" not in md
+    for key in FIGURES:
+        _check_png(run_dir / PLOTS_DIR / FIGURES[key])
+
+    md_path.unlink()
+    res = CliRunner().invoke(main, ["report", "--run-dir", str(run_dir)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert md_path.read_text() == md
