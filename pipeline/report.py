@@ -48,7 +48,12 @@ def build_run_report(run: RunDir) -> dict[str, Any]:
     if train_m:
         ref = train_m.get("reference") or {}
         pruned = (hard_m or {}).get("metrics") or train_m["metrics"]
-        report["metrics"] = {"pruned": pruned, "trained": train_m["metrics"], "dense": ref.get("dense")}
+        report["metrics"] = {
+            "pruned": pruned,
+            "trained": train_m["metrics"],
+            "dense": ref.get("dense"),
+            "constant_predictor": train_m.get("constant_predictor"),
+        }
         if ref.get("dense"):
             from pipeline.metrics.summary import delta_p, delta_t
 

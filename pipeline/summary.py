@@ -26,12 +26,16 @@ def format_summary(report: dict[str, Any]) -> str:
         )
     m = report.get("metrics")
     if m:
-        lines.append(f"{'task':7s} {'metric':13s} {'pruned':>10s} {'dense':>10s}")
+        lines.append(f"{'task':7s} {'metric':13s} {'pruned':>10s} {'dense':>10s} {'constant':>10s}")
         for task, values in m["pruned"].items():
             dense = (m.get("dense") or {}).get(task, {})
+            const = (m.get("constant_predictor") or {}).get(task, {})
             for name in METRIC_DIRECTIONS.get(task, values):
                 if name in values:
-                    lines.append(f"{task:7s} {name:13s} {_fmt(values[name]):>10s} {_fmt(dense.get(name)):>10s}")
+                    lines.append(
+                        f"{task:7s} {name:13s} {_fmt(values[name]):>10s} {_fmt(dense.get(name)):>10s} "
+                        f"{_fmt(const.get(name)):>10s}"
+                    )
         if report.get("delta_t") is not None:
             lines.append(f"delta_t {report['delta_t']:+.2f}   delta_p {report['delta_p']:+.2f}   (vs dense, percent points)")
     ex = report.get("export")

@@ -64,6 +64,16 @@ def reference_metrics(ctx: StageContext) -> tuple[dict[str, Any] | None, str | N
     return read_json(cand)["metrics"], str(cand)
 
 
+def _constant_baseline(cfg: RunConfig) -> dict[str, Any]:
+    """Metrics of a constant predictor on the same split: the floor a trained model must clear."""
+    from pipeline.data import build_dataset
+    from pipeline.metrics.baselines import constant_predictor_metrics
+
+    train = build_dataset(cfg.data, "train", cfg.tasks)
+    val = build_dataset(cfg.data, "val", cfg.tasks)
+    return constant_predictor_metrics(train, val, list(cfg.tasks))
+
+
 def run(ctx: StageContext) -> StageRecord:
     from trainers.session import train_run
 
@@ -82,6 +92,9 @@ def run(ctx: StageContext) -> StageRecord:
         }
         metrics = read_json(ctx.out / "metrics.json")
         atomic_write_json(ctx.out / "metrics.json", metrics | {"reference": comparison})
+    constant = _constant_baseline(ctx.cfg)
+    metrics_doc = read_json(ctx.out / "metrics.json")
+    atomic_write_json(ctx.out / "metrics.json", metrics_doc | {"constant_predictor": constant})
     sp = result["sparsity"]
     summary = {
         "metrics": result["metrics"],
