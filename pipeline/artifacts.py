@@ -172,7 +172,13 @@ class RunDir:
     def load_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"schema": MANIFEST_SCHEMA, "run_id": self.root.name, "stages": {}}
-        data = read_json(self.manifest_path)
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except ValueError:
+            raise PipelineError(
+                f"{self.manifest_path} is not valid JSON (corrupted; it is only ever replaced atomically); delete it "
+                f"and run `pipeline run all --run-dir {self.root}` to redo the stages"
+            ) from None
         if data.get("schema") != MANIFEST_SCHEMA:
             raise PipelineError(f"{self.manifest_path} has schema {data.get('schema')!r}, expected {MANIFEST_SCHEMA}")
         return data

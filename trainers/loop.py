@@ -7,6 +7,7 @@ interleaved shard of that same global batch.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -75,7 +76,10 @@ class Trainer:
 
             # BN running stats are averaged over ranks after every step (sync_buffers_) instead of DDP's
             # broadcast of rank 0's copy: every rank then holds the same state_dict at every step.
-            self.net = DistributedDataParallel(model, broadcast_buffers=False)
+            # (torch >= 2.13 renamed broadcast_buffers to forward_sync_buffers.)
+            params = inspect.signature(DistributedDataParallel.__init__).parameters
+            no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": False}
+            self.net = DistributedDataParallel(model, **no_sync)
         groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         groups += method.extra_param_groups()
         self.optimizer = torch.optim.Adam(
@@ -83,6 +87,7 @@ class Trainer:
         )
         for g in self.optimizer.param_groups:
             g["base_lr"] = g["lr"]
+        method.bind_optimizer(self.optimizer)
         self.step = 0
         self.timeseries: list[dict[str, Any]] = []
         self.step_seconds: list[float] = []

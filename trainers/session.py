@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ from trainers.objectives import MultiTaskLoss
 from trainers.sparsity.methods import build_method
 from trainers.sparsity.report import sparsity_report
 from trainers.weighting import build_weighting
+
+log = logging.getLogger(__name__)
 
 
 TRAINING_SECTIONS = ("tasks", "data", "model", "train", "sparsity")
@@ -83,7 +86,11 @@ def train_run(cfg: RunConfig, out_dir: Path, progress: bool = True) -> dict[str,
     resume_path = out_dir / "resume.pt"
     resumed_from = None
     if resume_path.exists():
-        state = load_checkpoint(resume_path, "resume")
+        try:
+            state = load_checkpoint(resume_path, "resume")
+        except PipelineError as e:  # a resume point is only a shortcut: never let a damaged one block the run
+            log.warning("ignoring the resume point: %s; training from step 0", e)
+            state = {"fingerprint": None}
         if state["fingerprint"] == fingerprint:
             trainer.load_state_dict(state["trainer"])
             resumed_from = trainer.step

@@ -75,6 +75,7 @@ def _constant_baseline(cfg: RunConfig) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> StageRecord:
+    from trainers import distributed as dist
     from trainers.session import train_run
 
     # After an interruption during the dense reference, the finished main run is not trained again.
@@ -90,11 +91,13 @@ def run(ctx: StageContext) -> StageRecord:
             "delta_t": delta_t(result["metrics"], dense),
             "delta_p": delta_p(result["metrics"], dense),
         }
-        metrics = read_json(ctx.out / "metrics.json")
-        atomic_write_json(ctx.out / "metrics.json", metrics | {"reference": comparison})
-    constant = _constant_baseline(ctx.cfg)
-    metrics_doc = read_json(ctx.out / "metrics.json")
-    atomic_write_json(ctx.out / "metrics.json", metrics_doc | {"constant_predictor": constant})
+        if dist.is_main():  # under torchrun only rank 0 writes (and has) metrics.json
+            metrics = read_json(ctx.out / "metrics.json")
+            atomic_write_json(ctx.out / "metrics.json", metrics | {"reference": comparison})
+    if dist.is_main():
+        constant = _constant_baseline(ctx.cfg)
+        metrics_doc = read_json(ctx.out / "metrics.json")
+        atomic_write_json(ctx.out / "metrics.json", metrics_doc | {"constant_predictor": constant})
     sp = result["sparsity"]
     summary = {
         "metrics": result["metrics"],

@@ -34,10 +34,6 @@ def _pipeline(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", *args]
 
 
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(_pipeline(*args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=180)
-
-
 def _kill_when(cwd: Path, marker: Path, *args: str, timeout: float = 120.0) -> None:
     """Start `pipeline *args`, SIGKILL it as soon as `marker` exists (no cleanup handlers run)."""
     log = cwd / "killed.log"
@@ -88,6 +84,15 @@ def _json(p: Path):
     return json.loads(p.read_text())
 
 
+def _skip_markdown_report(run, report):
+    return run.root / "report.md"  # report.md's plots cost seconds per command and are not under test here
+
+
+@pytest.fixture(autouse=True)
+def no_plots(monkeypatch):
+    monkeypatch.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     """Working folder of this module (the subprocesses' cwd: the scene cache lands in its .cache/)."""
@@ -97,13 +102,11 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def hardened(work) -> Path:
     """A tiny run through harden (no dense reference), shared read-only: tests work on copies."""
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
         r = _invoke("run", "all", "--config", "tiny", "--run-dir", str(work / "hardened"), "--until", "harden",
                     "--no-progress", "--set", "dense_reference=null")
-    finally:
-        os.chdir(cwd)
     assert r.exit_code == 0, r.output
     return work / "hardened"
 

@@ -58,6 +58,9 @@ class SparsityMethod:
     def extra_param_groups(self) -> list[dict[str, Any]]:
         return []
 
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called once the optimizer exists (a method may read its state, e.g. second moments)."""
+
     # -- hooks ---------------------------------------------------------------------------------------
     def before_forward(self, step: int) -> None: ...
 

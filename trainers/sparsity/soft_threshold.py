@@ -41,6 +41,10 @@ class SoftThresholds(SparsityMethod):
             raise ValueError(f"bad soft-threshold setup {granularity}/{allocation}")
         self.granularity = granularity
         self.allocation = allocation
+        self._optimizer = None
+
+    def bind_optimizer(self, optimizer) -> None:
+        self._optimizer = optimizer
 
     # -- state ---------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -118,6 +122,27 @@ class SoftThresholds(SparsityMethod):
             layer.tau = self.rms[n] * torch.exp(self.s[self.group_of[n]] + self.b)
 
     @torch.no_grad()
+    def _marginal_cost(self, logm: dict[str, Tensor], density: Tensor) -> Tensor:
+        """Loss per extra pruned weight, per group (see the module docstring and docs/method.md)."""
+        if self.cfg.alloc_signal == "gradient" or self._optimizer is None:
+            return self.grad_ema.double() / density
+        # saliency: mean over the survivors just above the threshold of F_w * tau_l^2, with the empirical Fisher
+        # diagonal F_w read from Adam's second-moment estimate (the OBD cost of pruning those weights)
+        total = torch.zeros(len(self.groups), dtype=torch.float64, device=self.s.device)
+        count = torch.zeros_like(total)
+        for n, layer in self.layers.items():
+            v = self._optimizer.state.get(layer.weight, {}).get("exp_avg_sq")
+            if v is None:
+                continue
+            key = logm[n] - self.s[self.group_of[n]] - self.b
+            band = (key > 0) & (key < 2 * _DENSITY_BAND)
+            tau2 = float(layer.tau.detach()) ** 2 if layer.tau is not None else 0.0
+            g = self.group_of[n]
+            total[g] += v.flatten()[band].double().sum() * tau2
+            count[g] += band.sum()
+        return total / count.clamp_min(1.0)
+
+    @torch.no_grad()
     def _reallocate(self, logm: dict[str, Tensor]) -> None:
         """One preconditioned step on s toward equal marginal loss per pruned weight across groups."""
         density = torch.zeros(len(self.groups), dtype=torch.float64, device=self.s.device)
@@ -125,7 +150,7 @@ class SoftThresholds(SparsityMethod):
             key = logm[n] - self.s[self.group_of[n]] - self.b
             density[self.group_of[n]] += (key.abs() < _DENSITY_BAND).sum()
         density = density.clamp_min(1.0) / (2 * _DENSITY_BAND)
-        cost = self.grad_ema.double() / density  # dL / dN_g: loss per extra pruned weight
+        cost = self._marginal_cost(logm, density)
         positive = cost[cost > 0]
         floor = (positive.min() * 1e-3) if positive.numel() else torch.tensor(1e-12, dtype=torch.float64)
         log_cost = torch.log(cost.clamp_min(floor.item()))
