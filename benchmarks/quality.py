@@ -23,7 +23,7 @@ from typing import Any
 
 ALL_METHODS = [
     "dense", "adapmtl", "adapmtl_faithful", "adapmtl_static", "soft_uniform", "gmp_split",
-    "gmp_global", "gmp_uniform", "str",
+    "gmp_global", "gmp_uniform", "str", "disparse_static",
 ]
 ALL_SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.97]
 

@@ -32,7 +32,17 @@ def load_checkpoint(path: Path, kind: str | None = None) -> dict[str, Any]:
         raise PipelineError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as e:
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise PipelineError(
+                f"checkpoint {path} cannot be read (truncated or corrupted: {type(e).__name__}); "
+                "re-run the stage that wrote it"
+            ) from None
+        raise PipelineError(
+            f"checkpoint {path} holds Python objects besides tensors and plain values, which torch.load(weights_only=True) "
+            "refuses to load; it was not written by this pipeline (or was tampered with): use a checkpoint it wrote"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise PipelineError(
             f"checkpoint {path} cannot be read (truncated or corrupted: {first}); re-run the stage that wrote it"

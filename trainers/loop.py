@@ -158,6 +158,8 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=self.steps, initial=self.step, desc=f"train [{self.method.name}]", leave=False)
+        if self.step == 0:
+            self.method.prepare(self)
         while self.step < self.steps:
             s = self.step
             t0 = time.perf_counter()

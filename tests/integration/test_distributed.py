@@ -120,7 +120,7 @@ def _same(a, b, where: str) -> None:
             _same(a[k], b[k], f"{where}.{k}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _same(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
@@ -132,7 +132,7 @@ def _rel(a: float, b: float) -> float:
 
 def _series_rel(two: list[dict], one: list[dict], key: str, steps=None) -> float:
     worst = 0.0
-    for p2, p1 in zip(two, one):
+    for p2, p1 in zip(two, one, strict=True):
         assert p2["step"] == p1["step"]
         if steps is None or p1["step"] in steps:
             worst = max([worst] + [_rel(p2[key][t], p1[key][t]) for t in p1[key]])

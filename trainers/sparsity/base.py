@@ -58,6 +58,9 @@ class SparsityMethod:
     def extra_param_groups(self) -> list[dict[str, Any]]:
         return []
 
+    def prepare(self, trainer: Any) -> None:
+        """Called once before the first training step of a fresh run (not on resume): data-driven setup."""
+
     def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         """Called once the optimizer exists (a method may read its state, e.g. second moments)."""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pipeline.config import SparsityConfig
 from pipeline.errors import ConfigError
 from trainers.sparsity.base import SparsityMethod
+from trainers.sparsity.disparse import DiSparseStatic
 from trainers.sparsity.magnitude import MagnitudePruning
 from trainers.sparsity.soft_threshold import FaithfulSoftThresholds, SoftThresholds
 
@@ -65,6 +66,9 @@ METHODS: dict[str, MethodSpec] = {
         lambda c, t: MagnitudePruning(c, t, "split"),
         "static",
         "control: gradual magnitude pruning given a learned per-component split",
+    ),
+    "disparse_static": MethodSpec(
+        DiSparseStatic, "static", "DiSparse-static: per-task saliency at init, backbone kept if any task needs it"
     ),
 }
 

@@ -33,7 +33,9 @@ def _train(cfg, steps=24):
 
 
 @pytest.mark.parametrize("target", [0.5, 0.9, 0.95])
-@pytest.mark.parametrize("name", ["adapmtl", "soft_uniform", "str", "gmp_global", "gmp_uniform", "gmp_split"])
+@pytest.mark.parametrize(
+    "name", ["adapmtl", "soft_uniform", "str", "gmp_global", "gmp_uniform", "gmp_split", "disparse_static"]
+)
 def test_every_method_hits_the_target(tiny_cfg, tmp_path, name, target):
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"components": {"backbone": 0.6, "seg": 0.95, "depth": 0.9, "normal": 0.97}}))
@@ -45,6 +47,8 @@ def test_every_method_hits_the_target(tiny_cfg, tmp_path, name, target):
         assert all(abs(v - target) < 0.01 for v in m["layers"].values())
     if name == "gmp_split":  # the given split is kept (rescaled to the exact overall target)
         assert m["components"]["backbone"] < m["components"]["normal"]
+    if name == "disparse_static":  # a backbone weight survives if any task keeps it: backbone is denser
+        assert m["components"]["backbone"] < min(m["components"][t] for t in ("seg", "depth", "normal"))
 
 
 def test_learned_split_differs_between_components(tiny_cfg):
