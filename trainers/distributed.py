@@ -59,6 +59,8 @@ def init_from_env(device: str) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
         return is_distributed()
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":  # one GPU per process: plain "cuda" then means this rank's GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return True
 
