@@ -57,6 +57,7 @@ class WeightingConfig:
     normalise_to: float | None = None  # None: number of tasks; 3 reproduces the paper's constant
     smoothing: float = 0.0  # EMA factor applied to losses before differencing (0 = paper)
     priority: dict[str, float] = field(default_factory=dict)  # manual p_t, default 1
+    normalise_losses: bool = False  # divide each task loss by its running mean (relative-change objective)
 
 
 @dataclass(frozen=True)

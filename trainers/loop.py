@@ -129,12 +129,13 @@ class Trainer:
         self.method.before_forward(step)
         outputs = self.net(batch["image"])
         losses = self.objective(outputs, batch)
-        weights = self.weighting.weights()
+        current = {t: float(dist.all_reduce_mean(v.detach())) for t, v in losses.items()}
+        weights = self.weighting.loss_multipliers(current)
         total = sum(weights[t] * losses[t] for t in losses)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.method.after_backward(step)
-        values = {t: float(dist.all_reduce_mean(v.detach())) for t, v in losses.items()}
+        values = current
         for t, v in values.items():
             if not math.isfinite(v):
                 raise TrainingDiverged(

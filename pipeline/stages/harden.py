@@ -33,7 +33,7 @@ def _finetune(ctx: StageContext, model, layer_names, masks) -> dict[str, Any]:
     method.attach(model)
     tcfg = dataclasses.replace(cfg.train, seed=cfg.train.seed + 1, checkpoint_every=0)
     trainer = Trainer(
-        model, method, StaticWeighting(list(cfg.tasks), cfg.train.weighting.priority),
+        model, method, StaticWeighting(list(cfg.tasks), cfg.train.weighting.priority, cfg.train.weighting.normalise_losses),
         MultiTaskLoss(cfg.tasks, cfg.train.depth_loss), train_set, tcfg, lr=cfg.harden.finetune_lr, steps=steps,
     )
     zeros_before = sum(int((m == 0).sum()) for m in masks.values())

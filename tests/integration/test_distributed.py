@@ -33,16 +33,18 @@ JOBS = {
     "resumed": [*BASE, "--set", "dense_reference=auto"],
 }
 
-# Tolerances of 2 x (B/2) vs 1 x B (tiny preset, B = 8, 20 steps), a few times what was measured; the measured
-# values are in docs/reliability.md. Relative differences unless noted.
+# Tolerances of 2 x (B/2) vs 1 x B (tiny preset, B = 8 split 2 x 4, 20 steps). Relative differences unless noted;
+# metrics are compared as |a - b| <= tol * max(|b|, 1) (several are percentages near 0 on this untrained model).
+# They sit a few times above what was measured (docs/reliability.md); the live-BatchNorm ones also leave room for
+# changes to the method, whose trajectory they follow.
 FROZEN_REL = 1e-4  # per-step losses, task weights, thresholds, BatchNorm frozen (measured <= 8.2e-6)
 FROZEN_PARAM_REL = 1e-2  # per-tensor ||w2 - w1|| / ||w1||, BatchNorm frozen (measured <= 1.3e-3)
-FROZEN_METRIC_REL = 1e-3  # final val metrics, BatchNorm frozen (measured 0)
+FROZEN_METRIC_TOL = 1e-3  # final val metrics, BatchNorm frozen (measured 0)
 LIVE_STEP0_REL = 2e-2  # step-0 losses: same weights, only the shard batch statistics differ (measured 5.5e-3)
-LIVE_LOSS_REL = 0.2  # per-step losses once the trajectories drift (measured <= 7.8e-2)
+LIVE_LOSS_REL = 0.3  # per-step losses once the trajectories drift (measured <= 0.10)
 LIVE_THRESHOLD_REL = 0.3  # per-component thresholds (measured <= 0.10)
-LIVE_METRIC_REL = 2e-2  # final val metrics (measured <= 2.1e-3)
-LIVE_COMPONENT_ABS = 0.03  # per-component sparsity, absolute (measured <= 8e-3); overall is exact
+LIVE_METRIC_TOL = 2e-2  # final val metrics (measured <= 4.9e-3)
+LIVE_COMPONENT_ABS = 0.03  # per-component sparsity, absolute (measured <= 9.4e-3); overall is exact
 
 
 class _Crash(Exception):
@@ -210,8 +212,11 @@ def _metrics(run: Path) -> dict:
     return json.loads((run / "train" / "metrics.json").read_text())
 
 
-def _metric_rel(two: dict, one: dict) -> float:
-    return max(_rel(two["metrics"][t][k], v) for t in one["metrics"] for k, v in one["metrics"][t].items())
+def _metric_diff(two: dict, one: dict) -> float:
+    """max over metrics of |a - b| / max(|b|, 1)."""
+    return max(
+        abs(two["metrics"][t][k] - v) / max(abs(v), 1.0) for t in one["metrics"] for k, v in one["metrics"][t].items()
+    )
 
 
 def test_two_half_batches_match_one_full_batch_with_batchnorm_frozen(ddp, single):
@@ -227,7 +232,7 @@ def test_two_half_batches_match_one_full_batch_with_batchnorm_frozen(ddp, single
     )
     print(f"frozen BN, parameters: max per-tensor relative L2 diff {worst:.2e}")
     assert worst <= FROZEN_PARAM_REL
-    assert _metric_rel(_metrics(ddp[0] / "frozen"), _metrics(single / "frozen")) <= FROZEN_METRIC_REL
+    assert _metric_diff(_metrics(ddp[0] / "frozen"), _metrics(single / "frozen")) <= FROZEN_METRIC_TOL
 
 
 def test_two_half_batches_match_one_full_batch_within_batchnorm_tolerance(ddp, single):
@@ -236,12 +241,12 @@ def test_two_half_batches_match_one_full_batch_within_batchnorm_tolerance(ddp, s
     losses = _series_rel(two["timeseries"], one["timeseries"], "losses")
     thresholds = _series_rel(two["timeseries"], one["timeseries"], "thresholds")
     m2, m1 = _metrics(ddp[0] / "live"), _metrics(single / "live")
-    metric = _metric_rel(m2, m1)
+    metric = _metric_diff(m2, m1)
     comp = max(abs(m2["sparsity"]["components"][c] - v) for c, v in m1["sparsity"]["components"].items())
     print(f"live BN: step-0 loss {step0:.2e}, losses {losses:.2e}, thresholds {thresholds:.2e}, "
           f"metrics {metric:.2e}, component sparsity {comp:.2e} (abs)")
     assert step0 <= LIVE_STEP0_REL and losses <= LIVE_LOSS_REL and thresholds <= LIVE_THRESHOLD_REL
-    assert metric <= LIVE_METRIC_REL and comp <= LIVE_COMPONENT_ABS
+    assert metric <= LIVE_METRIC_TOL and comp <= LIVE_COMPONENT_ABS
     assert m2["sparsity"]["overall"] == m1["sparsity"]["overall"]  # both solved exactly to the target
 
 

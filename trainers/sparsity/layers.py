@@ -37,10 +37,10 @@ class _SoftThreshold(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (out,) = ctx.saved_tensors
         signed_keep = torch.sign(out)  # sign(W) on survivors, 0 on pruned weights
-        grad_tau = None
-        if ctx.needs_input_grad[1]:
-            grad_tau = -(grad * signed_keep).sum().reshape(ctx.tau_shape)
-        grad_w = grad * signed_keep.abs_() if ctx.needs_input_grad[0] else None
+        signed_grad = grad * signed_keep
+        grad_tau = -signed_grad.sum().reshape(ctx.tau_shape) if ctx.needs_input_grad[1] else None
+        # (g * s) * s == g * |s| bit for bit (s in {-1, 0, 1}; zeros keep g's sign): one pass fewer
+        grad_w = signed_grad.mul_(signed_keep) if ctx.needs_input_grad[0] else None
         return grad_w, grad_tau
 
 
