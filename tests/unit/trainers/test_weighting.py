@@ -56,3 +56,14 @@ def test_state_round_trip_continues_identically():
 
 def test_static_priorities():
     assert StaticWeighting(["a", "b"], {"b": 2.0}).weights() == {"a": 1.0, "b": 2.0}
+
+
+def test_loss_normalisation_divides_by_running_mean():
+    w = StaticWeighting(["a", "b"], normalise_losses=True)
+    assert w.loss_multipliers({"a": 2.0, "b": 0.5}) == pytest.approx({"a": 0.5, "b": 2.0})
+    w.observe(0, {"a": 4.0, "b": 0.5})  # EMA 0.99: a -> 0.99 * 2 + 0.01 * 4 = 2.02
+    assert w.loss_multipliers({"a": 9.0, "b": 9.0})["a"] == pytest.approx(1 / 2.02)
+    fresh = StaticWeighting(["a", "b"], normalise_losses=True)
+    fresh.load_state_dict(w.state_dict())
+    assert fresh.loss_multipliers({"a": 1.0, "b": 1.0}) == w.loss_multipliers({"a": 1.0, "b": 1.0})
+    assert StaticWeighting(["a"]).loss_multipliers({"a": 5.0}) == {"a": 1.0}
