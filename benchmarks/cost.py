@@ -493,6 +493,36 @@ def component_timings(trainers: dict[str, Any], solve_step: int, reps: int) -> d
     return res
 
 
+PROFILE_KEYS = {
+    "W_eff forward (_SoftThreshold)": "_SoftThreshold",
+    "W_eff backward (_SoftThresholdBackward)": "autograd::engine::evaluate_function: _SoftThresholdBackward",
+    "convolutions forward": "aten::convolution",
+    "convolutions backward": "autograd::engine::evaluate_function: ConvolutionBackward0",
+    "Adam step": "Optimizer.step#Adam.step",
+}
+
+
+def profile_attribution(trainers: dict[str, Any], step: int, variants: Sequence[str] = ("dense", "adapmtl")):
+    """One extra step per variant under torch.profiler: inclusive CPU ms of the soft threshold's forward and
+    backward nodes and of the convolutions. The profiler inflates small ops, so these attribute, not time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out: dict[str, Any] = {"step": step}
+    for v in variants:
+        tr = trainers[v]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            c = time.process_time()
+            tr.train_step(step)
+            dt = (time.process_time() - c) * 1e3
+        events = {e.key: e for e in prof.key_averages()}
+        row = {"profiled_step_cpu_ms": dt}
+        for label, key in PROFILE_KEYS.items():
+            e = events.get(key)
+            row[label] = (e.cpu_time_total / 1e3) if e is not None else 0.0
+        out[v] = row
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # training section driver
 
@@ -540,7 +570,10 @@ def run_training_section(name: str, args, log: Callable[[str], None] = print) ->
     result, trainers = time_training(
         cfg, dataset, warmup=warmup, timed=timed, start_step=start, total_steps=total, log=log
     )
-    log(f"[training:{name}] components")
+    last = result["variants"]["dense"]["records"][-1]["step"] + 1
+    last += last % cfg.sparsity.update_every == 0
+    log(f"[training:{name}] profiler attribution (step {last}) and components")
+    result["profile"] = profile_attribution(trainers, last)
     result["components"] = component_timings(trainers, start + 10, reps)
     model = trainers["dense"].model
     result["setup"] = {
@@ -669,7 +702,7 @@ def size_report(path: Path, dense_onnx_bytes: int | None = None, extra_codecs: b
     gz_path.unlink(missing_ok=True)
     # information content: survivors at 32 bits plus the zero mask at its entropy, dense tensors at 32 bits
     model = onnx.load(str(path))
-    init_bytes = limit_bits = nnz = zeros = 0
+    init_bytes = limit_bits = nnz = zeros = negative_zeros = 0
     survivor_bytes = []
     for t in model.graph.initializer:
         a = numpy_helper.to_array(t)
@@ -678,6 +711,7 @@ def size_report(path: Path, dense_onnx_bytes: int | None = None, extra_codecs: b
             limit_bits += a.nbytes * 8
             continue
         nz = int(np.count_nonzero(a))
+        negative_zeros += int(((a == 0) & np.signbit(a)).sum())
         nnz += nz
         zeros += a.size - nz
         limit_bits += nz * 32 + (a.size * entropy_bits(nz / a.size) if a.size else 0)
@@ -686,6 +720,7 @@ def size_report(path: Path, dense_onnx_bytes: int | None = None, extra_codecs: b
     out["initializer_bytes"] = init_bytes
     out["float_zeros"] = zeros
     out["float_nonzeros"] = nnz
+    out["float_negative_zeros"] = negative_zeros
     out["limit_bytes"] = int(limit_bits / 8 + other)
     if survivor_bytes:
         sb = np.concatenate(survivor_bytes)
@@ -1067,6 +1102,14 @@ def render_markdown(results: dict[str, Any]) -> str:
                 vals = [tr["variants"][v]["phases_cpu_ms"].get(p, 0.0) for v in ("dense", "adapmtl", "naive")
                         if v in tr["variants"]]
                 lines.append(f"| {p} | " + " | ".join(f"{x:.1f}" for x in vals) + f" | {d:+.1f} |")
+        prof = tr.get("profile")
+        if prof:
+            vs = [v for v in ("dense", "adapmtl") if v in prof]
+            lines += ["", f"torch.profiler, one extra step (step {prof['step']}) per variant, inclusive CPU ms "
+                      "(the profiler's per-op cost inflates many small ops):", "",
+                      "| | " + " | ".join(vs) + " |", "|---|" + "---|" * len(vs)]
+            for label in ["profiled_step_cpu_ms", *PROFILE_KEYS]:
+                lines.append(f"| {label} | " + " | ".join(f"{prof[v].get(label, 0.0):.1f}" for v in vs) + " |")
         c = tr["components"]
         lines += [
             "",
