@@ -62,8 +62,9 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
         "# Quality benchmark results", "",
         f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}, python {meta['python']}, "
         f"torch {meta['torch']}); {meta['steps']} steps per run, preset `{meta['preset']}`, "
-        f"seeds {meta['seeds']} (paired: same init and batch order across methods), wall time "
-        f"{meta['wall_seconds'] / 60:.1f} min.", "",
+        f"seeds {meta['seeds']} (paired: same init and batch order across methods); the runs took "
+        f"{meta.get('run_seconds_total', 0) / 60:.0f} process-minutes ({meta.get('jobs', 1)} in parallel, "
+        "one torch thread each).", "",
         "ΔT (AdapMTL sum form) and Δp (LibMTL mean form) are in percent points against the mean of the dense "
         "seeds; ± is the standard deviation over seeds. 'paired vs AdapMTL' is AdapMTL's ΔT minus this "
         "method's ΔT on the same seed (mean ± sd): positive means AdapMTL is better.", "",

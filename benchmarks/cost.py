@@ -1166,13 +1166,14 @@ def render_markdown(results: dict[str, Any]) -> str:
             "gzip9 = `compress_artifact` (what the export stage ships). limit = survivors at 32 bits + the zero mask "
             "at its entropy + everything else stored raw. Ratios are to the dense ONNX of the same weights.",
             "",
-            "| weights / pattern | sparsity (prunable) | ONNX bytes | gzip9 bytes | gzip9 / dense ONNX | xz9 / dense | "
-            "limit / dense | survivor bits (byte entropy) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| weights / pattern | sparsity (prunable) | zeros stored as -0.0 | ONNX bytes | gzip9 bytes | "
+            "gzip9 / dense ONNX | xz9 / dense | limit / dense | survivor bits (byte entropy) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for key, s in inf["sizes"].items():
             lines.append(
-                f"| {key} | {s['prunable_sparsity']:.3f} | {s['onnx_bytes']:,} | {s['gzip9_bytes']:,} | "
+                f"| {key} | {s['prunable_sparsity']:.3f} | {s['float_negative_zeros']:,} | {s['onnx_bytes']:,} | "
+                f"{s['gzip9_bytes']:,} | "
                 f"**{s['gzip9_vs_dense_onnx']:.3f}** | {_f(s.get('xz9_vs_dense_onnx'), '.3f')} | "
                 f"{s['limit_vs_dense_onnx']:.3f} | {_f(s.get('survivor_bits_per_value_byte_entropy'), '.1f')} |"
             )

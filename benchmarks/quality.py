@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", default="bench")
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", help="extra config override for every run (key=value)")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="write the results from the runs already finished under --out (no training)")
     args = p.parse_args(argv)
     if args.quick:
         args.methods = args.methods or ["dense", "adapmtl", "soft_uniform", "gmp_global"]
@@ -115,8 +117,16 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     results = []
+    if args.aggregate_only:
+        for f in sorted((Path(args.out) / "runs").glob("*/summary.json")):
+            res = json.loads(f.read_text())
+            if res["method"] in args.methods and (res["method"] == "dense" or res["target"] in args.sparsities):
+                results.append(res)
+        wave_list = []
+    else:
+        wave_list = plan_jobs(args)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        for wave in plan_jobs(args):
+        for wave in wave_list:
             for res in pool.map(run_one, wave):
                 results.append(res)
                 print(f"{res['method']:17s} {res['target']:.2f} seed {res['seed']}  "
@@ -129,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         "sparsities": args.sparsities, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
         "torch": __import__("torch").__version__, "wall_seconds": time.perf_counter() - t0,
+        "run_seconds_total": sum(r.get("seconds", 0.0) for r in results), "jobs": args.jobs,
         "date": time.strftime("%Y-%m-%d"),
     }
     path = write_results(results, meta, Path(args.out))

@@ -1,0 +1,61 @@
+"""The quality benchmark's aggregation: ΔT against the dense mean, per-seed pairing, Markdown and plot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.aggregate import aggregate, write_results
+from benchmarks.quality import plan_jobs
+
+
+def _metrics(miou, abs_err, mean):
+    return {
+        "seg": {"miou": miou, "pix_acc": 80.0},
+        "depth": {"abs_err": abs_err, "rel_err": 0.2, "delta1": 70.0, "delta2": 90.0, "delta3": 97.0},
+        "normal": {"mean": mean, "median": 15.0, "within_11_25": 40.0, "within_22_5": 70.0, "within_30": 80.0},
+    }
+
+
+def _run(method, target, seed, miou):
+    return {"method": method, "target": target, "seed": seed, "metrics": _metrics(miou, 0.5, 20.0),
+            "sparsity": {"overall": target, "components": {"backbone": target, "seg": target}, "thresholds": {}},
+            "seconds": 1.0}
+
+
+def test_paired_differences_and_dense_mean():
+    runs = [_run("dense", 0.0, 0, 60.0), _run("dense", 0.0, 1, 62.0)]
+    runs += [_run("adapmtl", 0.9, 0, 60.0), _run("adapmtl", 0.9, 1, 62.0)]
+    runs += [_run("gmp_global", 0.9, 0, 54.0), _run("gmp_global", 0.9, 1, 55.8)]
+    agg = aggregate(runs)
+    rows = {(r["method"], r["target"]): r for r in agg["rows"]}
+    # dense mean mIoU 61: adapmtl seeds give -1.64 / +1.64 on seg -> ΔT over 3 tasks -0.55 / +0.55
+    assert rows[("adapmtl", 0.9)]["delta_t"] == pytest.approx(0.0, abs=1e-9)
+    gap = rows[("gmp_global", 0.9)]["adapmtl_minus_this_per_seed"]
+    assert gap == pytest.approx([6 / 61 * 100 / 3, 6.2 / 61 * 100 / 3])
+    assert rows[("gmp_global", 0.9)]["adapmtl_minus_this"] > 0
+
+
+def test_write_results_and_job_plan(tmp_path):
+    runs = [_run("dense", 0.0, 0, 60.0), _run("adapmtl", 0.9, 0, 59.0)]
+    meta = {"command": "x", "date": "d", "machine": "m", "python": "3", "torch": "t", "steps": 1, "preset": "p",
+            "seeds": 1, "run_seconds_total": 2.0, "jobs": 1}
+    md = write_results(runs, meta, tmp_path)
+    assert "| 0.90 | adapmtl |" in md.read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert (tmp_path / "delta_t.png").read_bytes()[:4] == b"\x89PNG"
+
+    class A:
+        methods = ["dense", "adapmtl", "gmp_split"]
+        sparsities = [0.9]
+        seeds = 2
+        steps = 10
+        preset = "bench"
+        out = str(tmp_path)
+        set = None
+
+    waves = plan_jobs(A)
+    assert [j["method"] for j in waves[1]] == ["gmp_split", "gmp_split"]  # after the AdapMTL runs they reuse
+    assert all("sparsity.split_from" in " ".join(j["overrides"]) for j in waves[1])
+    assert {j["seed"] for j in waves[0] if j["method"] == "dense"} == {0, 1}
