@@ -57,25 +57,27 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_jobs(args) -> list[list[dict[str, Any]]]:
-    """Jobs in dependency waves: dense and learned runs first, then gmp_split (needs AdapMTL's split)."""
+    """Jobs in waves, seed by seed (so an interrupted benchmark still has complete seeds): per seed, first
+    dense and every learned method, then gmp_split, which reuses that seed's AdapMTL split."""
     base = [f"train.steps={args.steps}"] + (args.set or [])
-    waves: list[list[dict[str, Any]]] = [[], []]
+    d = Path(args.out) / "runs"
+    waves: list[list[dict[str, Any]]] = []
     for seed in range(args.seeds):
         common = base + [f"train.seed={seed}"]
-        d = Path(args.out) / "runs"
-        waves[0].append({"method": "dense", "target": 0.0, "seed": seed, "preset": args.preset,
-                         "dir": str(d / f"dense_s{seed}"), "overrides": common + ["sparsity.method=dense"]})
+        first: list[dict[str, Any]] = [{"method": "dense", "target": 0.0, "seed": seed, "preset": args.preset,
+                                        "dir": str(d / f"dense_s{seed}"), "overrides": common + ["sparsity.method=dense"]}]
+        second: list[dict[str, Any]] = []
         for target in args.sparsities:
             for m in args.methods:
                 if m == "dense":
                     continue
-                job_dir = d / f"{m}_{target}_s{seed}"
                 ov = common + [f"sparsity.method={m}", f"sparsity.target={target}"]
                 if m == "gmp_split":
                     ov.append(f"sparsity.split_from={d / f'adapmtl_{target}_s{seed}' / 'sparsity.json'}")
-                waves[1 if m == "gmp_split" else 0].append(
-                    {"method": m, "target": target, "seed": seed, "preset": args.preset, "dir": str(job_dir),
-                     "overrides": ov})
+                job = {"method": m, "target": target, "seed": seed, "preset": args.preset,
+                       "dir": str(d / f"{m}_{target}_s{seed}"), "overrides": ov}
+                (second if m == "gmp_split" else first).append(job)
+        waves += [first, second] if second else [first]
     return waves
 
 
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         args.methods.append("adapmtl")
     args.sparsities = args.sparsities or ALL_SPARSITIES
     args.seeds = args.seeds or 3
-    args.steps = args.steps or 1200
+    args.steps = args.steps or 600
     args.out = args.out or "benchmarks/results/full"
     Path(args.out).mkdir(parents=True, exist_ok=True)
 

@@ -93,7 +93,7 @@ class SparsityConfig:
     ramp_end: float = 0.7
     update_every: int = 10  # mask/offset refresh interval for magnitude methods and the allocation rule
     # Learned allocation (improved AdapMTL): preconditioned threshold step size and bounds.
-    alloc_signal: Literal["saliency", "gradient"] = "saliency"  # what measures a component's marginal cost
+    alloc_signal: Literal["gradient", "saliency"] = "gradient"  # what measures a component's marginal cost
     alloc_lr: float = 0.05
     alloc_ema: float = 0.9
     alloc_bound: float = 3.0  # |s_c| <= bound (log-scale threshold offset)

@@ -56,6 +56,7 @@ def test_write_results_and_job_plan(tmp_path):
         set = None
 
     waves = plan_jobs(A)
-    assert [j["method"] for j in waves[1]] == ["gmp_split", "gmp_split"]  # after the AdapMTL runs they reuse
-    assert all("sparsity.split_from" in " ".join(j["overrides"]) for j in waves[1])
-    assert {j["seed"] for j in waves[0] if j["method"] == "dense"} == {0, 1}
+    assert len(waves) == 4  # per seed: learned runs, then gmp_split reusing that seed's AdapMTL split
+    assert [j["method"] for j in waves[1]] == ["gmp_split"] and waves[1][0]["seed"] == 0
+    assert "adapmtl_0.9_s0" in " ".join(waves[1][0]["overrides"])
+    assert {j["method"] for j in waves[0]} == {"dense", "adapmtl"} and waves[2][0]["seed"] == 1
