@@ -18,31 +18,16 @@ import base64
 import io
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.artifacts import atomic_path
 from pipeline.errors import DataError, MissingArtifactError
 
 _TYPE_MARKER = "polygraphy_class"
-
-
-@contextmanager
-def _atomic(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside `path` and move it into place on success."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, final)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def outputs_filename(runtime: str) -> str:
@@ -60,7 +45,7 @@ def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> 
     bad = [k for k, v in plain.items() if v.dtype.hasobject]
     if bad:
         raise TypeError(f"arrays {bad} have object dtype; only plain numeric arrays can be saved")
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object stops numpy from appending a second `.npz`
             np.savez(f, **plain)
     return Path(path)
@@ -113,7 +98,7 @@ def _decode_array(obj: Mapping[str, Any]) -> np.ndarray:
 
 
 def _write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1))
     return Path(path)
 

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.artifacts import atomic_write_bytes, sha256_file
 from pipeline.config import BuildConfig
 from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineError
 
@@ -557,26 +557,6 @@ def sparse_layer_report(
 # the real build (lazy tensorrt import; never run against real TensorRT here)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def import_tensorrt() -> Any:
     """Import tensorrt or raise BackendUnavailable naming why (see `deploy.environment.tensorrt_skip_reason`)."""
     try:
@@ -743,9 +723,9 @@ def build_engine(
                 f"{' | '.join(list(sink.problems)[-3:]) or 'no error logged'} (log: {log_file})"
             )
         cache_bytes = bytes(config.get_timing_cache().serialize())
-        _atomic_write_bytes(cache_path, cache_bytes)
+        atomic_write_bytes(cache_path, cache_bytes)
         engine_bytes = bytes(serialized)
-        _atomic_write_bytes(engine_path, engine_bytes)
+        atomic_write_bytes(engine_path, engine_bytes)
         inspector = _inspect(trt, logger, engine_bytes, engine_path)
     finally:
         sink.close()
@@ -781,7 +761,7 @@ def build_engine(
         "inspector": inspector,
         "notes": list(plan.notes),
     }
-    _atomic_write_bytes(
+    atomic_write_bytes(
         engine_path.with_name(engine_path.name + ".json"), (json.dumps(sidecar, indent=2) + "\n").encode()
     )
     return sidecar
@@ -794,7 +774,7 @@ def _inspect(trt: Any, logger: Any, engine_bytes: bytes, engine_path: Path) -> d
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(engine_bytes)
         info = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
-        _atomic_write_bytes(layers_file, str(info).encode())
+        atomic_write_bytes(layers_file, str(info).encode())
         layers = parse_engine_layers(str(info))
     except Exception as e:  # noqa: BLE001 - inspection is diagnostic; the engine is already saved
         log.warning("engine inspection failed: %s", e)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from pipeline.artifacts import atomic_write_json, sha256_json
+from pipeline.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from pipeline.config import RunConfig, config_to_dict
 from pipeline.data import build_dataset, dataset_fingerprint
 from pipeline.errors import PipelineError
@@ -23,7 +24,6 @@ from pipeline.metrics.evaluate import evaluate
 from pipeline.models.multitask import task_channels
 from pipeline.models.registry import create_model
 from trainers import distributed as dist
-from pipeline.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from trainers.loop import Trainer
 from trainers.objectives import MultiTaskLoss
 from trainers.sparsity.methods import build_method

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+
 def load_hardened_model(path: str | Path, source_name: str = "harden/model.pt") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the plain hardened model (with BN folded where it was) from harden/model.pt."""
-    from pipeline.models.registry import create_model
     from pipeline.checkpoint import load_checkpoint, load_model_state
+    from pipeline.models.registry import create_model
 
     ckpt = load_checkpoint(path, "hardened")
     model = create_model(ckpt["model"]["name"], **ckpt["model"]["kwargs"])

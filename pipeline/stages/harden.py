@@ -46,11 +46,17 @@ def _finetune(ctx: StageContext, model, layer_names, masks) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> StageRecord:
+    from pipeline.checkpoint import load_checkpoint, save_checkpoint
     from pipeline.data import build_dataset
     from pipeline.metrics.evaluate import evaluate
-    from pipeline.checkpoint import load_checkpoint, save_checkpoint
     from trainers.session import restore_method_model
-    from trainers.sparsity.harden import fold_batchnorm_, harden_, nm_project_, nm_violations, summarize_decisions
+    from trainers.sparsity.harden import (
+        fold_batchnorm_,
+        harden_,
+        nm_project_,
+        nm_violations,
+        summarize_decisions,
+    )
 
     cfg, hcfg = ctx.cfg, ctx.cfg.harden
     src = ctx.run.path("train", "checkpoint.pt")
