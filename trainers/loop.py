@@ -150,7 +150,7 @@ class Trainer:
 
     def run(
         self,
-        checkpoint: Callable[["Trainer"], None] | None = None,
+        checkpoint: Callable[[Trainer], None] | None = None,
         progress: bool = True,
     ) -> None:
         """Train from `self.step` to the end; call `checkpoint(self)` every `checkpoint_every` steps."""

@@ -36,7 +36,6 @@ def run(ctx: StageContext) -> StageRecord:
     from deploy.io import load_npz
     from pipeline.models.hardened import load_hardened_model
 
-    bcfg = ctx.cfg.build
     probe = probe_gpu_environment()
     inputs = load_npz(ctx.run.path("validate", "inputs.npz"))
     reference = load_npz(ctx.run.path("validate", "outputs_torch.npz"))

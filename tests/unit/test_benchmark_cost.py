@@ -19,6 +19,23 @@ def tiny(tmp_path, monkeypatch):
     return load_config("tiny", ["dense_reference=null", "train.batch_size=2", "data.height=32", "data.width=40"])
 
 
+def test_training_result_and_report(tiny):
+    data = cost.synthetic_dataset(2, 32, 40, 5)
+    res = cost.training_result(tiny, data, warmup=2, timed=2, reps=1, data_label="synthetic", start=10, total=30,
+                               log=lambda m: None)
+    est = res["component_estimate"]
+    assert est["total_ms"] > 0 and est["ratio"] > 1
+    assert res["setup"]["steps"] == [0, 10, 11, 12]
+    results = {
+        "command": "python -m benchmarks.cost --quick", "finished": "now",
+        "machine": {**cost.machine_info(1), "loadavg_end": [0.0, 0.0, 0.0]},
+        "training": {"demo": res}, "cpu_effects": cost.cpu_effects(n=1024, reps=1),
+    }
+    md = cost.render_markdown(results)
+    assert "## Training step: demo preset" in md and "Component estimate" in md and "subnormal" in md
+    json.dumps(results, default=str)
+
+
 def test_interleaved_step_timing_and_components(tiny):
     data = cost.synthetic_dataset(2, 32, 40, 5)
     res, trainers = cost.time_training(

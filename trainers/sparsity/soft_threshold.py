@@ -121,7 +121,7 @@ class SoftThresholds(SparsityMethod):
         if self.granularity != "component":
             return
         lo, hi = self.cfg.component_min, self.cfg.component_max
-        for i, comp in enumerate(self.groups):
+        for i in range(len(self.groups)):
             vals = torch.cat([logm[n] for n in self.layers if self.group_of[n] == i])
             frac = (vals <= self.s[i] + self.b).double().mean().item()
             if frac > hi or frac < lo:

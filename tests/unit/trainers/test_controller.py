@@ -10,13 +10,12 @@ import torch
 from pipeline.data import build_dataset
 from pipeline.models.multitask import task_channels
 from pipeline.models.registry import create_model
+from tests.helpers import with_sparsity
 from trainers.loop import Trainer
 from trainers.objectives import MultiTaskLoss
 from trainers.session import init_conv_weights_
 from trainers.sparsity.methods import build_method
 from trainers.weighting import StaticWeighting
-
-from tests.helpers import with_sparsity
 
 
 def _train(cfg, steps=24):

@@ -55,7 +55,7 @@ def test_one_threshold_per_component_all_get_gradients(tiny_cfg):
     sum(v.square().mean() for v in out.values()).backward()
     assert method.s.grad is not None and bool((method.s.grad != 0).all())
     layers = [m for m in model.modules() if isinstance(m, SparseConv2d)]
-    assert {l.component for l in layers} == {"backbone", "seg", "depth", "normal"}
+    assert {layer.component for layer in layers} == {"backbone", "seg", "depth", "normal"}
 
 
 def test_hardened_weights_reproduce_soft_model_exactly(tiny_cfg):
@@ -65,7 +65,7 @@ def test_hardened_weights_reproduce_soft_model_exactly(tiny_cfg):
     x = torch.rand(2, 3, 32, 40)
     with torch.no_grad():
         soft = model(x)
-        raw = {n: l.weight.detach().clone() for n, l in method.layers.items()}
+        raw = {n: layer.weight.detach().clone() for n, layer in method.layers.items()}
         hardened = harden_(method)
         hard = model(x)
     for k in soft:
