@@ -62,7 +62,7 @@ def plan_jobs(args) -> list[list[dict[str, Any]]]:
     base = [f"train.steps={args.steps}"] + (args.set or [])
     d = Path(args.out) / "runs"
     waves: list[list[dict[str, Any]]] = []
-    for seed in range(args.seeds):
+    for seed in getattr(args, "only_seeds", None) or range(args.seeds):
         common = base + [f"train.seed={seed}"]
         first: list[dict[str, Any]] = [{"method": "dense", "target": 0.0, "seed": seed, "preset": args.preset,
                                         "dir": str(d / f"dense_s{seed}"), "overrides": common + ["sparsity.method=dense"]}]
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", default="bench")
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", help="extra config override for every run (key=value)")
+    p.add_argument("--only-seeds", type=int, nargs="+", default=None,
+                   help="run only these seeds (e.g. to fill in one seed from a second process)")
     p.add_argument("--aggregate-only", action="store_true",
                    help="write the results from the runs already finished under --out (no training)")
     args = p.parse_args(argv)

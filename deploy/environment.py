@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 SPARSE_TENSOR_CORE_MIN_SM = 80
 _ORT_DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime", "onnxruntime-directml", "onnxruntime-openvino")
 _NOT_INSTALLED_HINT = (
-    "tensorrt is not installed (pip index here only has placeholder packages that download from NVIDIA's "
-    "index, which is unreachable; see ../shared/docs/environment.md §4)"
+    "tensorrt is not installed (`pip install tensorrt` needs NVIDIA's package index; "
+    "or use a TensorRT container)"
 )
 
 

@@ -42,7 +42,7 @@ def test_without_tensorrt_and_without_cuda(monkeypatch):
         "error": probe["tensorrt"]["error"],
     }
     reason = tensorrt_skip_reason(probe)
-    assert reason.startswith("tensorrt is not installed (pip index here only has placeholder packages")
+    assert reason.startswith("tensorrt is not installed (`pip install tensorrt` needs NVIDIA")
     assert "; no CUDA device" in reason
     assert probe["gpu"] is None and sparse_note(probe) is None
 
