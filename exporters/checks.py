@@ -256,3 +256,23 @@ def compress_artifact(
     else:
         raise PipelineError(f"Unknown codec '{codec}'. Available: gzip, zstd")
     return dest, src.stat().st_size, dest.stat().st_size
+
+
+def canonicalize_zeros(model: onnx.ModelProto) -> int:
+    """Rewrite every -0.0 in float initializers as +0.0, in place; returns how many changed.
+
+    sign(W) * 0 and BN folding with a negative scale leave negative zeros. They compute exactly like +0.0 but
+    break gzip's runs of identical zero bytes: at 90 % sparsity the compressed ONNX is about 30 % larger with
+    them (docs/cost.md).
+    """
+    changed = 0
+    for init in model.graph.initializer:
+        if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            continue
+        arr = numpy_helper.to_array(init)
+        neg_zero = (arr == 0) & np.signbit(arr)
+        n = int(neg_zero.sum())
+        if n:
+            init.CopyFrom(numpy_helper.from_array(np.where(neg_zero, np.zeros_like(arr), arr), init.name))
+            changed += n
+    return changed

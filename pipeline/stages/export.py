@@ -10,13 +10,17 @@ from pipeline.stages import StageContext, StageRecord
 
 
 def run(ctx: StageContext) -> StageRecord:
+    import onnx
+
     from exporters.checks import (
+        canonicalize_zeros,
         compress_artifact,
         conv_weights_from_onnx,
         conv_weights_from_torch,
         match_zero_patterns,
         nm_report,
     )
+    from exporters.fileio import save_onnx
     from exporters.onnx_export import export_onnx
     from exporters.simplify import simplify_onnx
     from pipeline.models.hardened import load_hardened_model
@@ -50,6 +54,10 @@ def run(ctx: StageContext) -> StageRecord:
     )
     simplify = simplify_onnx(raw_path, onnx_path, tool=ecfg.simplifier)
     raw_path.unlink()
+    proto = onnx.load(str(onnx_path))
+    negative_zeros = canonicalize_zeros(proto)
+    if negative_zeros:
+        save_onnx(proto, onnx_path)
 
     # The sparsity must survive export and simplification: every ONNX conv weight carries exactly the
     # hardened model's zero pattern (BN folding rescales channels, never creates or removes zeros).
@@ -70,6 +78,7 @@ def run(ctx: StageContext) -> StageRecord:
         "exporter": info.exporter,
         "fallback_reason": info.fallback_reason,
         "simplifier": simplify,
+        "negative_zeros_canonicalized": negative_zeros,
         "size_bytes": raw_bytes,
         "compressed_bytes": gz_bytes,
         "compression_ratio": gz_bytes / max(raw_bytes, 1),
