@@ -1,7 +1,7 @@
 """Cost benchmark: AdapMTL's training overhead, and the latency, memory and size of the sparse exports.
 
     python -m benchmarks.cost --quick     # a few minutes: every number at reduced sizes (a smoke test)
-    python -m benchmarks.cost             # the full benchmark (~40 min on 2 shared CPU cores; the paper-size
+    python -m benchmarks.cost             # the full benchmark (~30 min on 2 shared CPU cores; the paper-size
                                           # training steps are most of it)
 
 Sections (all ratios are measured side by side in one process; absolute times belong to the machine
@@ -448,7 +448,7 @@ def component_timings(trainers: dict[str, Any], solve_step: int, reps: int) -> d
         for _ in range(reps):
             c = time.process_time()
             ours._set_taus()
-            outs, saved = _saved_bytes(lambda: [impl(layer.weight, layer.tau) for layer in layers], weights)
+            outs, saved = _saved_bytes(lambda f=impl: [f(layer.weight, layer.tau) for layer in layers], weights)
             c1 = time.process_time()
             torch.autograd.backward(outs, grads)
             c2 = time.process_time()
@@ -523,6 +523,41 @@ def profile_attribution(trainers: dict[str, Any], step: int, variants: Sequence[
     return out
 
 
+def component_estimate(result: dict[str, Any]) -> dict[str, Any]:
+    """What AdapMTL adds per step, summed from its parts: W_eff forward + backward in the real step (profiler),
+    the tau graph, the solve every `update_every` steps and the snapshot difference every `log_every` steps."""
+    v, prof, comp = result["variants"], result["profile"]["adapmtl"], result["components"]
+    parts = {
+        "W_eff forward (in step, profiler)": prof["W_eff forward (_SoftThreshold)"],
+        "W_eff backward (in step, profiler)": prof["W_eff backward (_SoftThresholdBackward)"],
+        "tau graph (_set_taus)": comp["set_taus_ms"]["median"],
+        "solve / update_every": v["adapmtl"]["solve_extra_cpu_ms"] / result["update_every"],
+        "snapshot difference / log_every": (v["adapmtl"]["log_cpu_ms"] - v["dense"]["log_cpu_ms"]) / result["log_every"],
+    }
+    total = sum(parts.values())
+    return {"parts_ms": parts, "total_ms": total, "ratio": 1 + total / v["dense"]["amortized_cpu_ms"]}
+
+
+def cpu_effects(n: int = 1 << 20, reps: int = 9) -> dict[str, Any]:
+    """Adam's element-wise ops on normal, subnormal and zero values on this CPU (median CPU ms per 2^20 values).
+
+    Pruned weights get exactly zero gradients: their Adam moments decay towards zero and pass through the
+    subnormal range, and a fresh optimizer on pruned weights holds exact zeros in exp_avg_sq.
+    """
+    out: dict[str, Any] = {"n": n}
+    d = torch.full((n,), 1e-8)
+    g = torch.zeros(n)
+    for name, val in (("normal (1e-3)", 1e-3), ("subnormal (1e-40)", 1e-40), ("zero", 0.0)):
+        a = torch.full((n,), val)
+        out[name] = {
+            "sqrt": statistics.median(_repeat(lambda a=a: a.sqrt(), reps)),
+            "lerp_": statistics.median(_repeat(lambda a=a: a.clone().lerp_(g, 0.1), reps)),
+            "mul_": statistics.median(_repeat(lambda a=a: a.clone().mul_(0.999), reps)),
+            "addcdiv_": statistics.median(_repeat(lambda a=a: d.clone().addcdiv_(a, d, value=-1e-3), reps)),
+        }
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # training section driver
 
@@ -558,23 +593,39 @@ def run_training_section(name: str, args, log: Callable[[str], None] = print) ->
     if name == "demo":
         dataset = build_dataset(cfg.data, "train", cfg.tasks)
         warmup, timed = (2, 20) if args.quick else (3, args.demo_steps)
-        reps = 5 if args.quick else 20
+        reps, label = (5 if args.quick else 20), "scenes (demo preset)"
     else:
         dataset = synthetic_dataset(cfg.train.batch_size, cfg.data.height, cfg.data.width, cfg.data.num_classes)
         warmup, timed = (2, 2) if args.quick else (2, args.paper_steps)
-        reps = 2 if args.quick else 3
-    total, start = 600, 300
+        reps, label = (2 if args.quick else 3), "synthetic tensors of NYUv2 shape (13 classes)"
     log(f"[training:{name}] {cfg.model.name} batch {cfg.train.batch_size} {cfg.data.height}x{cfg.data.width}, "
         f"{warmup} warm-up + {timed} timed steps per variant, {args.threads} thread(s)")
+    return training_result(cfg, dataset, warmup=warmup, timed=timed, reps=reps, data_label=label, log=log)
+
+
+def training_result(
+    cfg,
+    dataset,
+    *,
+    warmup: int,
+    timed: int,
+    reps: int,
+    data_label: str,
+    start: int = 300,
+    total: int = 600,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Step timing, profiler attribution, component timings and the component estimate of one configuration."""
     t0 = time.perf_counter()
     result, trainers = time_training(
         cfg, dataset, warmup=warmup, timed=timed, start_step=start, total_steps=total, log=log
     )
     last = result["variants"]["dense"]["records"][-1]["step"] + 1
     last += last % cfg.sparsity.update_every == 0
-    log(f"[training:{name}] profiler attribution (step {last}) and components")
+    log(f"  profiler attribution (step {last}) and components")
     result["profile"] = profile_attribution(trainers, last)
     result["components"] = component_timings(trainers, start + 10, reps)
+    result["component_estimate"] = component_estimate(result)
     model = trainers["dense"].model
     result["setup"] = {
         "model": cfg.model.name,
@@ -584,7 +635,7 @@ def run_training_section(name: str, args, log: Callable[[str], None] = print) ->
         "batch": cfg.train.batch_size,
         "height": cfg.data.height,
         "width": cfg.data.width,
-        "data": "scenes (demo preset)" if name == "demo" else "synthetic tensors of NYUv2 shape (13 classes)",
+        "data": data_label,
         "warmup_steps": warmup,
         "timed_steps": timed,
         "steps": [r["step"] for r in result["variants"]["dense"]["records"]],
@@ -592,7 +643,7 @@ def run_training_section(name: str, args, log: Callable[[str], None] = print) ->
         "target_at_timed_steps": trainers["adapmtl"].method.target_at(start + 1),
         "update_every": cfg.sparsity.update_every,
         "log_every": cfg.train.log_every,
-        "threads": args.threads,
+        "threads": torch.get_num_threads(),
         "seconds": time.perf_counter() - t0,
         "peak_rss_mib_process_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -780,7 +831,7 @@ def _byte_entropy(b: np.ndarray) -> float:
 def trained_checkpoint(work: Path, method: str, steps: int, threads: int, log: Callable[[str], None]) -> Path:
     """Train the demo preset briefly with `train_run` (cached in `work`); returns checkpoint.pt."""
     from pipeline.config import load_config
-    from trainers.session import train_run
+    from trainers.session import train_run, training_fingerprint
 
     overrides = [
         "dense_reference=null",
@@ -790,20 +841,22 @@ def trained_checkpoint(work: Path, method: str, steps: int, threads: int, log: C
         f"train.num_threads={threads}",
         "train.checkpoint_every=0",
     ]
+    cfg = load_config("demo", overrides)
+    fingerprint = training_fingerprint(cfg)  # the resolved config: a changed preset retrains
     out = work / f"train_{method}_{steps}"
     ckpt = out / "checkpoint.pt"
-    stamp = out / "overrides.json"
-    if ckpt.exists() and stamp.exists() and json.loads(stamp.read_text()) == overrides:
+    stamp = out / "fingerprint.txt"
+    if ckpt.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         log(f"  reusing {ckpt}")
         return ckpt
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config("demo", overrides)
+    (out / "resume.pt").unlink(missing_ok=True)
     t0 = time.perf_counter()
     res = train_run(cfg, out, progress=False)
     log(f"  trained {method} for {steps} steps in {time.perf_counter() - t0:.0f} s "
         f"(sparsity {res['sparsity']['overall']:.3f})")
     (out / "result.json").write_text(json.dumps({k: res[k] for k in ("metrics", "steps", "train_seconds")}, default=str))
-    stamp.write_text(json.dumps(overrides))
+    stamp.write_text(fingerprint)
     return ckpt
 
 
@@ -861,13 +914,13 @@ def latency_table(
             feed = {"image": x}
             keys = list(runners)
             for key in keys:  # warm-up: allocator, ORT's first-run initialisation
-                measure(lambda r=runners[key]: r.infer(feed), warmup=3, iters=1)
+                measure(lambda r=runners[key], f=feed: r.infer(f), warmup=3, iters=1)
             samples: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
             n = max(1, iters // rounds)
             for r in range(rounds):
                 k = r % len(keys)
                 for key in keys[k:] + keys[:k]:
-                    samples[key] += measure(lambda rr=runners[key]: rr.infer(feed), warmup=0, iters=n)
+                    samples[key] += measure(lambda rr=runners[key], f=feed: rr.infer(f), warmup=0, iters=n)
             for (rt, name), s in samples.items():
                 out.setdefault(rt, {}).setdefault(name, {})[str(batch)] = latency_stats(s, batch)
             for rt in ("onnxrt", "torch"):
@@ -1081,7 +1134,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             pr = vs["pairwise_cpu_ratio"] if vs else None
             lines.append(
                 f"| {v} | {t['median']:.1f} | {t['p25']:.1f}-{t['p75']:.1f} | {t['min']:.1f}-{t['max']:.1f} | "
-                f"{r['solve_extra_cpu_ms']:.1f} | {r['log_cpu_ms']:.1f} | {r['amortized_cpu_ms']:.1f} | "
+                f"{abs(r['solve_extra_cpu_ms']) if abs(r['solve_extra_cpu_ms']) < 0.05 else r['solve_extra_cpu_ms']:.1f} | "
+                f"{r['log_cpu_ms']:.1f} | {r['amortized_cpu_ms']:.1f} | "
                 + (f"{vs['median_cpu_ratio']:.3f} | {pr['median']:.3f} [{pr['min']:.3f}, {pr['max']:.3f}] | "
                    f"**{vs['amortized_cpu_ratio']:.3f}** |" if vs else "1 | 1 | 1 |")
             )
@@ -1102,6 +1156,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                 vals = [tr["variants"][v]["phases_cpu_ms"].get(p, 0.0) for v in ("dense", "adapmtl", "naive")
                         if v in tr["variants"]]
                 lines.append(f"| {p} | " + " | ".join(f"{x:.1f}" for x in vals) + f" | {d:+.1f} |")
+        est = tr.get("component_estimate")
+        if est:
+            lines += ["", "Component estimate of AdapMTL's added CPU ms per step: " + ", ".join(
+                f"{k} {x:.1f}" for k, x in est["parts_ms"].items()) + f"; total {est['total_ms']:.1f} ms, "
+                f"ratio **{est['ratio']:.3f}** (against the amortised dense step)."]
         prof = tr.get("profile")
         if prof:
             vs = [v for v in ("dense", "adapmtl") if v in prof]
@@ -1136,6 +1195,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{c['snapshot_ms']['dense']['median']:.1f} ms.",
             "",
         ]
+    eff = results.get("cpu_effects")
+    if eff:
+        lines += ["## Element-wise ops on subnormal and zero values (this CPU)", "",
+                  f"Median CPU ms per {eff['n']:,} float32 values:", "",
+                  "| values | sqrt | lerp_ | mul_ | addcdiv_ |", "|---|---|---|---|---|"]
+        for name, r in eff.items():
+            if isinstance(r, dict):
+                lines.append(f"| {name} | {r['sqrt']:.2f} | {r['lerp_']:.2f} | {r['mul_']:.2f} | {r['addcdiv_']:.2f} |")
+        lines.append("")
     inf = results.get("inference")
     if inf:
         lines += [
@@ -1199,7 +1267,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", default=str(DEFAULT_WORK), help="checkpoints and ONNX files (not results)")
     p.add_argument("--threads", type=int, default=1, help="torch and ORT intra-op threads (default 1)")
     p.add_argument("--paper-size", type=parse_size, default=(288, 384), help="HxW: 288x384 (MTAN) or 321x321")
-    p.add_argument("--paper-steps", type=int, default=3, help="timed steps per variant, paper configuration")
+    p.add_argument("--paper-steps", type=int, default=4, help="timed steps per variant, paper configuration")
     p.add_argument("--demo-steps", type=int, default=40, help="timed steps per variant, demo preset")
     p.add_argument("--train-steps", type=int, default=300, help="train_run steps for the exported weights")
     p.add_argument("--latency-iters", type=int, default=200, help="timed inferences per variant and batch")
@@ -1218,6 +1286,7 @@ def main(argv: list[str] | None = None) -> None:
         "quick": args.quick,
         "machine": machine_info(args.threads),
         "training": {},
+        "cpu_effects": cpu_effects(),
     }
 
     def save() -> None:
