@@ -93,7 +93,10 @@ def test_fingerprint() -> None:
 
 
 def test_find_realdata_walks_up_parents(tmp_path: Path) -> None:
-    assert find_realdata(tmp_path) is None
+    # a real shared/ above the temp dir (some CI layouts) would be found first: only then is None not expected
+    above = any((p / "shared" / "realdata" / "nyuv2_test50" / "index.csv").exists() for p in tmp_path.parents)
+    if not above:
+        assert find_realdata(tmp_path) is None
     target = tmp_path / "shared" / "realdata" / "nyuv2_test50"
     target.mkdir(parents=True)
     (target / "index.csv").write_text("labeled_idx0\n")
