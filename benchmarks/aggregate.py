@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from pipeline.metrics.summary import METRIC_DIRECTIONS, delta_p, delta_t
+from pipeline.metrics.summary import delta_p, delta_t
 
 HEADLINE = {"seg": ["miou"], "depth": ["abs_err", "rel_err"], "normal": ["mean"]}
 
@@ -127,4 +127,4 @@ def write_results(results: list[dict[str, Any]], meta: dict[str, Any], out: Path
     return out / "results.md"
 
 
-__all__ = ["METRIC_DIRECTIONS", "aggregate", "markdown", "write_results"]
+__all__ = ["aggregate", "markdown", "write_results"]

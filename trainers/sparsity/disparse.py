@@ -9,8 +9,6 @@ masks are then fixed for the rest of training. Written from the paper's descript
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from trainers.sparsity.magnitude import FixedMasks
@@ -84,6 +82,3 @@ class DiSparseStatic(FixedMasks):
         for n, mask in masks_for((lo + hi) / 2).items():
             self.layers[n].mask = mask
             self.layers[n].weight.mul_(mask)
-
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict()
