@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ALL_METHODS = [
-    "dense", "adapmtl", "adapmtl_faithful", "adapmtl_static", "soft_uniform", "gmp_split",
+    "dense", "adapmtl", "adapmtl_component", "adapmtl_faithful", "adapmtl_static", "soft_uniform", "gmp_split",
     "gmp_global", "gmp_uniform", "str", "disparse_static",
 ]
 ALL_SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.97]
@@ -108,7 +108,6 @@ def main(argv: list[str] | None = None) -> None:
         args.methods.append("adapmtl")
     args.sparsities = args.sparsities or ALL_SPARSITIES
     args.seeds = args.seeds or 3
-    args.steps = args.steps or 600
     args.out = args.out or "benchmarks/results/full"
     Path(args.out).mkdir(parents=True, exist_ok=True)
 
@@ -116,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.data import build_dataset
 
     cfg = load_config(args.preset)
+    args.steps = args.steps or cfg.train.steps
     build_dataset(cfg.data, "train", cfg.tasks)  # render the scene cache once, before the workers start
     build_dataset(cfg.data, "val", cfg.tasks)
 

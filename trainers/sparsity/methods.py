@@ -32,12 +32,18 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "dense": MethodSpec(DenseTraining, "static", "no pruning (the reference)"),
     "adapmtl": MethodSpec(
+        lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
+        "adaptive",
+        "AdapMTL, improved: per-component scale-invariant soft thresholds refined per layer, learned split, "
+        "exact target",
+    ),
+    "adapmtl_component": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "component", "marginal"),
         "adaptive",
-        "AdapMTL, improved: per-component scale-invariant soft thresholds, learned split, exact target",
+        "AdapMTL at the paper's granularity: one learned threshold per component, no per-layer refinement",
     ),
     "adapmtl_static": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "component", "marginal"),
+        lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
         "static",
         "AdapMTL without adaptive task weighting (ablation)",
     ),

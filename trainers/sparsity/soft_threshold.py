@@ -49,7 +49,7 @@ class SoftThresholds(SparsityMethod):
 
     def __init__(self, cfg, total_steps: int, granularity: str = "component", allocation: str = "marginal"):
         super().__init__(cfg, total_steps)
-        if granularity not in ("component", "layer") or allocation not in ("marginal", "none"):
+        if granularity not in ("component", "layer", "hierarchical") or allocation not in ("marginal", "none"):
             raise ValueError(f"bad soft-threshold setup {granularity}/{allocation}")
         self.granularity = granularity
         self.allocation = allocation
@@ -67,6 +67,12 @@ class SoftThresholds(SparsityMethod):
             n: index[layer.component if self.granularity == "component" else n] for n, layer in self.layers.items()
         }
         dev = next(iter(self.layers.values())).weight.device
+        # component of each group (of each threshold): the partition that the hierarchical rule pools over
+        comp_index = {c: i for i, c in enumerate(self.components)}
+        comp_of_group = [0] * len(self.groups)
+        for n, layer in self.layers.items():
+            comp_of_group[self.group_of[n]] = comp_index[layer.component]
+        self.comp_of_group = torch.tensor(comp_of_group, device=dev, dtype=torch.long)
         self.s = torch.zeros(len(self.groups), device=dev, requires_grad=self.allocation == "marginal")
         self.b = torch.tensor(-30.0, device=dev)  # effectively no pruning until the first solve
         self.grad_ema = torch.zeros(len(self.groups), device=dev)
@@ -117,27 +123,32 @@ class SoftThresholds(SparsityMethod):
 
     @torch.no_grad()
     def _apply_bounds(self, logm: dict[str, Tensor]) -> None:
-        """Keep each component's sparsity within [component_min, component_max] (component granularity)."""
-        if self.granularity != "component":
+        """Keep each component's sparsity within [component_min, component_max] by shifting all of its
+        thresholds together (component and hierarchical granularity; per-layer STR has no components)."""
+        if self.granularity == "layer":
             return
         lo, hi = self.cfg.component_min, self.cfg.component_max
-        for i in range(len(self.groups)):
-            vals = torch.cat([logm[n] for n in self.layers if self.group_of[n] == i])
-            frac = (vals <= self.s[i] + self.b).double().mean().item()
+        for c in self.components:
+            members = [n for n, layer in self.layers.items() if layer.component == c]
+            vals = torch.cat([logm[n] - self.s[self.group_of[n]] for n in members])
+            frac = (vals <= self.b).double().mean().item()
             if frac > hi or frac < lo:
                 q = hi if frac > hi else lo
                 k = max(1, int(round(q * vals.numel())))
-                self.s[i] = _kth_smallest(vals, k) - self.b
+                shift = _kth_smallest(vals, k) - self.b
+                for g in {self.group_of[n] for n in members}:
+                    self.s[g] += shift
 
     def _set_taus(self) -> None:
         for n, layer in self.layers.items():
             layer.tau = self.rms[n] * torch.exp(self.s[self.group_of[n]] + self.b)
 
     @torch.no_grad()
-    def _marginal_cost(self, logm: dict[str, Tensor], density: Tensor) -> Tensor:
-        """Loss per extra pruned weight, per group (see the module docstring and docs/method.md)."""
+    def _marginal_cost_terms(self, logm: dict[str, Tensor], density: Tensor) -> tuple[Tensor, Tensor]:
+        """Loss per extra pruned weight, per group, as (numerator, denominator): sums that pool exactly over
+        the groups of a component (see the module docstring and docs/method.md)."""
         if self.cfg.alloc_signal == "gradient" or self._optimizer is None:
-            return self.grad_ema.double() / density
+            return self.grad_ema.double(), density
         # saliency: mean over the survivors just above the threshold of F_w * tau_l^2, with the empirical Fisher
         # diagonal F_w read from Adam's second-moment estimate (the OBD cost of pruning those weights)
         total = torch.zeros(len(self.groups), dtype=torch.float64, device=self.s.device)
@@ -152,22 +163,45 @@ class SoftThresholds(SparsityMethod):
             g = self.group_of[n]
             total[g] += v.flatten()[band].double().sum() * tau2
             count[g] += band.sum()
-        return total / count.clamp_min(1.0)
+        return total, count.clamp_min(1.0)
+
+    def _centred_log_step(self, cost: Tensor, weight: Tensor, part: Tensor) -> Tensor:
+        """alloc_lr * clamp(log cost - its weight-averaged mean within each part of `part`, +-1)."""
+        positive = cost[cost > 0]
+        floor = (positive.min() * 1e-3).item() if positive.numel() else 1e-12
+        log_cost = torch.log(cost.clamp_min(floor))
+        parts = int(part.max()) + 1
+        wsum = torch.zeros(parts, dtype=torch.float64, device=cost.device).index_add_(0, part, weight)
+        wlog = torch.zeros_like(wsum).index_add_(0, part, weight * log_cost)
+        mean = (wlog / wsum.clamp_min(1e-12))[part]
+        return (log_cost - mean).clamp(-1.0, 1.0) * self.cfg.alloc_lr
 
     @torch.no_grad()
-    def _reallocate(self, logm: dict[str, Tensor]) -> None:
-        """One preconditioned step on s toward equal marginal loss per pruned weight across groups."""
+    def _density_at_threshold(self, logm: dict[str, Tensor]) -> Tensor:
+        """dN_g/ds_g: weights per unit of log-threshold at each group's threshold (counted in a narrow band)."""
         density = torch.zeros(len(self.groups), dtype=torch.float64, device=self.s.device)
         for n in self.layers:
             key = logm[n] - self.s[self.group_of[n]] - self.b
             density[self.group_of[n]] += (key.abs() < _DENSITY_BAND).sum()
-        density = density.clamp_min(1.0) / (2 * _DENSITY_BAND)
-        cost = self._marginal_cost(logm, density)
-        positive = cost[cost > 0]
-        floor = (positive.min() * 1e-3) if positive.numel() else torch.tensor(1e-12, dtype=torch.float64)
-        log_cost = torch.log(cost.clamp_min(floor.item()))
-        mean = (density * log_cost).sum() / density.sum()
-        step = (log_cost - mean).clamp(-1.0, 1.0) * self.cfg.alloc_lr
+        return density.clamp_min(1.0) / (2 * _DENSITY_BAND)
+
+    @torch.no_grad()
+    def _reallocate(self, logm: dict[str, Tensor]) -> None:
+        """One preconditioned step on s toward equal marginal loss per pruned weight across groups.
+
+        Hierarchical granularity takes two steps: one between components, on costs pooled over each
+        component's layers (many weights: a low-noise signal), and one between the layers of each component.
+        """
+        density = self._density_at_threshold(logm)
+        num, den = self._marginal_cost_terms(logm, density)
+        one_part = torch.zeros(len(self.groups), dtype=torch.long, device=self.s.device)
+        if self.granularity == "hierarchical":
+            cidx, ncomp = self.comp_of_group, len(self.components)
+            pool = lambda t: torch.zeros(ncomp, dtype=torch.float64, device=t.device).index_add_(0, cidx, t)  # noqa: E731
+            between = self._centred_log_step(pool(num) / pool(den), pool(density), one_part[:ncomp])
+            step = between[cidx] + self._centred_log_step(num / den, density, cidx)
+        else:
+            step = self._centred_log_step(num / den, density, one_part)
         self.s -= step.to(self.s.dtype)
         centre = (self.numel * self.s.double()).sum() / self.numel.sum()
         self.s -= centre.to(self.s.dtype)
@@ -204,9 +238,14 @@ class SoftThresholds(SparsityMethod):
         self._set_taus()
 
     def thresholds(self) -> dict[str, float]:
+        """exp(s + b) per component; for hierarchical thresholds the parameter-weighted mean of its layers' s."""
         if self.granularity == "layer":
             return {}
-        return {g: math.exp(float(self.s[i].detach() + self.b)) for i, g in enumerate(self.groups)}
+        s = self.s.detach().double()
+        ncomp = len(self.components)
+        w = torch.zeros(ncomp, dtype=torch.float64, device=s.device).index_add_(0, self.comp_of_group, self.numel)
+        ws = torch.zeros_like(w).index_add_(0, self.comp_of_group, self.numel * s)
+        return {c: math.exp(float(ws[i] / w[i]) + float(self.b)) for i, c in enumerate(self.components)}
 
 
 class FaithfulSoftThresholds(SparsityMethod):

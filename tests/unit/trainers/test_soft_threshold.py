@@ -11,6 +11,12 @@ from trainers.sparsity.layers import SparseConv2d, soft_threshold, soft_threshol
 from trainers.sparsity.methods import build_method
 
 
+def replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
 def test_forward_and_gradients_match_hand_computation():
     w = torch.tensor([0.5, -0.2, 0.05, -0.7], requires_grad=True)
     tau = torch.tensor(0.1, requires_grad=True)
@@ -45,7 +51,7 @@ def _tiny_adapmtl(tiny_cfg):
 
 
 def test_one_threshold_per_component_all_get_gradients(tiny_cfg):
-    model, method = _tiny_adapmtl(tiny_cfg)
+    model, method = _tiny_adapmtl(replace(tiny_cfg, sparsity=replace(tiny_cfg.sparsity, method="adapmtl_component")))
     assert method.components == ["backbone", "seg", "depth", "normal"]
     assert method.s.shape == (4,) and method.s.requires_grad
     # thresholds live in the method, so the model's state_dict keys are the plain model's (no duplicates)
@@ -56,6 +62,39 @@ def test_one_threshold_per_component_all_get_gradients(tiny_cfg):
     assert method.s.grad is not None and bool((method.s.grad != 0).all())
     layers = [m for m in model.modules() if isinstance(m, SparseConv2d)]
     assert {layer.component for layer in layers} == {"backbone", "seg", "depth", "normal"}
+
+
+def test_hierarchical_thresholds_one_per_layer_grouped_by_component(tiny_cfg):
+    model, method = _tiny_adapmtl(tiny_cfg)  # the default adapmtl
+    assert method.granularity == "hierarchical"
+    assert method.s.shape == (len(method.layers),)
+    comps = [method.components[int(i)] for i in method.comp_of_group]
+    assert comps == [layer.component for layer in method.layers.values()]
+    method.before_forward(26)
+    out = model(torch.rand(2, 3, 32, 40))
+    sum(v.square().mean() for v in out.values()).backward()
+    assert method.s.grad is not None and bool((method.s.grad != 0).all())
+    assert set(method.thresholds()) == set(method.components)
+
+
+def test_hierarchical_step_moves_costly_component_and_costly_layer_denser(tiny_cfg):
+    """Between components on pooled costs, then between layers inside each component."""
+    _, method = _tiny_adapmtl(replace(tiny_cfg, sparsity=replace(tiny_cfg.sparsity, alloc_bound=10.0)))
+    method.before_forward(26)
+    logm = method._log_mags()
+    seg = [i for i, c in enumerate(method.comp_of_group.tolist()) if method.components[c] == "seg"]
+    assert len(seg) >= 2
+    cost = torch.ones(len(method.groups), dtype=torch.float64)
+    cost[seg] = 100.0  # pruning seg costs much more per weight than anything else...
+    cost[seg[0]] = 1000.0  # ...and its first layer most of all
+    with torch.no_grad():
+        method.grad_ema.copy_(cost * method._density_at_threshold(logm))  # gradient = cost x dN/ds
+        before = method.s.detach().clone()
+    method._reallocate(logm)
+    moved = method.s.detach() - before
+    others = [i for i in range(len(moved)) if i not in seg]
+    assert float(moved[seg].max()) < float(moved[others].min())  # the whole component keeps more weights
+    assert float(moved[seg[0]]) < float(moved[seg[1:]].min())  # its costliest layer keeps the most
 
 
 def test_hardened_weights_reproduce_soft_model_exactly(tiny_cfg):
