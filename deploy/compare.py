@@ -159,7 +159,7 @@ def format_comparisons(results: Sequence[OutputComparison]) -> str:
 # task-level parity
 
 
-def _runtime_agreement(task: str, ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
+def runtime_agreement(task: str, ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
     """Agreement between two runtimes' predictions for one task, independent of ground truth."""
     ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
     if task == "seg":
@@ -218,7 +218,7 @@ def task_parity(
             "ref": dict(ref_m[task]),
             "test": dict(test_m[task]),
             "delta": delta,
-            "agreement": _runtime_agreement(task, ref_outputs[task], test_outputs[task]),
+            "agreement": runtime_agreement(task, ref_outputs[task], test_outputs[task]),
             "passed": passed,
         }
     return report

@@ -41,10 +41,10 @@ def _batch(inputs: Mapping[str, np.ndarray], b: int) -> dict[str, np.ndarray]:
 
 def _agreement(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> dict[str, dict]:
     """Ground-truth-free task agreement (seg argmax, normal angle, depth difference) per reference head."""
-    from deploy.compare import _runtime_agreement  # the same numbers task_parity reports as "agreement"
+    from deploy.compare import runtime_agreement  # the same numbers task_parity reports as "agreement"
 
     return {
-        task: _runtime_agreement(task, ref, outputs[task])
+        task: runtime_agreement(task, ref, outputs[task])
         for task, ref in reference.items()
         if task in outputs
     }

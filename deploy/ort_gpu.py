@@ -92,7 +92,7 @@ def make_gpu_session(
     """Create an InferenceSession on a GPU provider and prove it is active.
 
     fp16 with the TensorRT EP sets `trt_fp16_enable`; with the CUDA EP (which has no such switch) the model is
-    first converted by `deploy.tensorrt_build.convert_onnx_to_fp16` (I/O kept float32) into `cache_dir`.
+    first converted by `deploy.onnx_fp16.convert_onnx_to_fp16` (I/O kept float32) into `cache_dir`.
     `cache_dir` (default: a fresh temporary directory) also holds the TensorRT EP's engine and timing caches.
 
     Raises:
@@ -113,7 +113,7 @@ def make_gpu_session(
     cache.mkdir(parents=True, exist_ok=True)
     model_path = path
     if fp16 and provider == "CUDAExecutionProvider":
-        from deploy.tensorrt_build import convert_onnx_to_fp16
+        from deploy.onnx_fp16 import convert_onnx_to_fp16
 
         model_path = cache / f"{path.stem}.fp16.onnx"
         convert_onnx_to_fp16(path, model_path, keep_io_types=True)

@@ -161,7 +161,9 @@ def _tensorrt_rows(
     a: dict[str, Any], args: argparse.Namespace, env: dict, out: Path, report: dict
 ) -> list[Row]:
     from deploy.environment import sparse_note, tensorrt_skip_reason
-    from deploy.tensorrt_build import build_engine, onnx_node_layer_map, plan_build, sparse_layer_report
+    from deploy.tensorrt_build import build_engine
+    from deploy.tensorrt_logs import onnx_node_layer_map, sparse_layer_report
+    from deploy.tensorrt_plan import plan_build
     from deploy.tensorrt_runner import TensorRTRunner
 
     reason = tensorrt_skip_reason(env)

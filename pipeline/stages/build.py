@@ -66,7 +66,9 @@ def run(ctx: StageContext) -> StageRecord:
 def _build_and_check(ctx, probe, inputs, reference, targets, tasks, num_classes, ckpt) -> dict[str, Any]:
     """Real TensorRT path: written against the documented API; it has not run on any machine available here."""
     from deploy.engine_check import run_engine_checks, torch_cuda_latency
-    from deploy.tensorrt_build import build_engine, onnx_node_layer_map, plan_build, sparse_layer_report
+    from deploy.tensorrt_build import build_engine
+    from deploy.tensorrt_logs import onnx_node_layer_map, sparse_layer_report
+    from deploy.tensorrt_plan import plan_build
     from pipeline.models.hardened import load_hardened_model
 
     bcfg = ctx.cfg.build

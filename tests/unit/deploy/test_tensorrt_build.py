@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.tensorrt_build import build_engine, plan_build, trt_major_version
+from deploy.tensorrt_build import build_engine
+from deploy.tensorrt_plan import plan_build, trt_major_version
 from pipeline.config import BuildConfig
 from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineError
 

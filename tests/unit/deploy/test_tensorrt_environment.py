@@ -108,7 +108,8 @@ def test_import_deploy_without_tensorrt():
     # a fresh interpreter, so re-importing cannot leave two copies of deploy modules behind in this one
     code = (
         "import sys; sys.modules['tensorrt'] = None\n"
-        "import deploy.environment, deploy.tensorrt_build, deploy.tensorrt_runner, deploy.ort_gpu, "
+        "import deploy.environment, deploy.tensorrt_build, deploy.tensorrt_plan, deploy.onnx_fp16, deploy.tensorrt_logs, "
+        "deploy.tensorrt_runner, deploy.ort_gpu, "
         "deploy.engine_check\n"
         "assert deploy.environment.probe_gpu_environment()['tensorrt']['installed'] is False"
     )

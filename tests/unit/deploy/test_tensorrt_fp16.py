@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploy.tensorrt_build import convert_onnx_to_fp16, onnx_node_layer_map
+from deploy.onnx_fp16 import convert_onnx_to_fp16
+from deploy.tensorrt_logs import onnx_node_layer_map
 
 
 class TinyHeads(nn.Module):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from deploy.tensorrt_build import parse_engine_layers, parse_sparsity_log, sparse_layer_report
+from deploy.tensorrt_logs import parse_engine_layers, parse_sparsity_log, sparse_layer_report
 
 CANNED_LOG = """\
 [11/27/2026-10:00:00] [V] [TRT] Graph optimization time: 0.01 seconds.
