@@ -1,8 +1,12 @@
 """Learnable soft thresholds: AdapMTL's per-component thresholds (improved default) and the paper-faithful mode.
 
-Improved default (`SoftThresholds`): layer l of group g (a component, or a layer for STR) uses
+Improved default (`SoftThresholds`): layer l of group g uses
 
     tau_l = rms(W_l) * exp(s_g + b)
+
+where a group is a component (`component`: the paper's granularity), a layer (`layer`: STR's), or a layer whose
+threshold is its component's refined per layer (`hierarchical`: the default AdapMTL; the split is learned
+between components on pooled signals and between the layers of each component).
 
 - `rms(W_l)` makes the threshold scale-invariant: layers with different weight scales are compared fairly.
 - `b` is one shared offset set by the target controller: every `update_every` steps it is solved exactly (a
