@@ -1,7 +1,7 @@
 """Self-describing checkpoints that load with `torch.load(weights_only=True)`.
 
 A checkpoint holds tensors, plain containers and primitives only:
-`{"format", "kind", "model": {"name", "kwargs"}, "state_dict", "method": {"name", "state"}, "config", ...}`.
+`{"format", "kind", "version", "model": {"name", "kwargs"}, "state_dict", "method": {"name", "state"}, "config", ...}`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ CHECKPOINT_FORMAT = "mtl-compress.checkpoint/1"
 
 def save_checkpoint(path: Path, kind: str, payload: dict[str, Any]) -> None:
     """Write atomically (temp file + rename): a kill mid-write leaves the previous checkpoint intact."""
-    atomic_torch_save({"format": CHECKPOINT_FORMAT, "kind": kind, **payload}, path)
+    from pipeline import __version__
+
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "kind": kind, "version": __version__, **payload}, path)
 
 
 def load_checkpoint(path: Path, kind: str | None = None) -> dict[str, Any]:

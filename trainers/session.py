@@ -36,10 +36,21 @@ log = logging.getLogger(__name__)
 TRAINING_SECTIONS = ("tasks", "data", "model", "train", "sparsity")
 
 
+def _fingerprint(config: dict[str, Any], version: str | None) -> str:
+    return sha256_json({"version": version, **{k: config.get(k) for k in TRAINING_SECTIONS}})
+
+
 def training_fingerprint(cfg: RunConfig) -> str:
-    """What decides a training trajectory; a resume checkpoint is only used when this matches."""
-    d = config_to_dict(cfg)
-    return sha256_json({k: d[k] for k in TRAINING_SECTIONS})
+    """What decides a training trajectory; a resume checkpoint is only used when this matches. The package
+    version is part of it: a release may change what a method name means (0.2: `adapmtl` became hierarchical)."""
+    from pipeline import __version__
+
+    return _fingerprint(config_to_dict(cfg), __version__)
+
+
+def checkpoint_fingerprint(ckpt: dict[str, Any]) -> str:
+    """`training_fingerprint` of the run that wrote a train checkpoint (its config and package version)."""
+    return _fingerprint(ckpt["config"], ckpt.get("version"))
 
 
 def init_conv_weights_(model: nn.Module, kind: str, seed: int) -> None:

@@ -24,18 +24,17 @@ def finished_result(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
     Used only when `out` holds a final checkpoint and metrics, no resume.pt, and the checkpoint was trained
     with the same training fingerprint as `cfg`; otherwise None (train, or resume, as usual).
     """
-    from pipeline.artifacts import sha256_json
     from pipeline.checkpoint import load_checkpoint
-    from trainers.session import TRAINING_SECTIONS, training_fingerprint
+    from trainers.session import checkpoint_fingerprint, training_fingerprint
 
     if (out / "resume.pt").exists() or not (out / "checkpoint.pt").exists() or not (out / "metrics.json").exists():
         return None
     try:
-        saved = load_checkpoint(out / "checkpoint.pt", "train")["config"]
+        saved = load_checkpoint(out / "checkpoint.pt", "train")
         result = read_json(out / "metrics.json")
     except PipelineError:
         return None  # unreadable leftovers: train again
-    if sha256_json({k: saved.get(k) for k in TRAINING_SECTIONS}) != training_fingerprint(cfg):
+    if checkpoint_fingerprint(saved) != training_fingerprint(cfg):
         return None
     return result
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.errors import PipelineError
 from trainers.sparsity.base import SparsityMethod, reduce_grad_
 
 _DENSITY_BAND = 0.05  # half-width (in log-threshold units) of the band used to count weights at the threshold
@@ -97,6 +98,15 @@ class SoftThresholds(SparsityMethod):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = list(state.get("groups", self.groups))
+        if saved != list(self.groups):
+            per = {"component": "component", "layer": "layer", "hierarchical": "layer"}[self.granularity]
+            raise PipelineError(
+                f"the checkpoint holds {len(saved)} thresholds but method '{self.name}' keeps one per {per} "
+                f"({len(self.groups)} here): it was written with another threshold granularity (before version "
+                "0.2, 'adapmtl' meant today's 'adapmtl_component'); use --set sparsity.method=adapmtl_component "
+                "for such a run, or retrain"
+            )
         with torch.no_grad():
             self.s.copy_(state["s"])
             self.b.copy_(state["b"])

@@ -12,7 +12,7 @@ def test_presets_load():
     assert {"tiny", "demo", "bench"} <= set(list_presets())
     for name in list_presets():
         assert load_config(name).tasks == ["seg", "depth", "normal"]
-    assert load_config("bench").train.steps == 600  # `extends: demo` merged, own values win
+    assert load_config("bench").train.steps == 400 != load_config("demo").train.steps  # own values win
     assert load_config("bench").model.name == "scene_aspp"
 
 

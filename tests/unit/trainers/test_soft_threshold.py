@@ -119,3 +119,16 @@ def test_hardened_weights_reproduce_soft_model_exactly(tiny_cfg):
     with torch.no_grad():
         again = model(x)
     assert all(torch.equal(again[k], hard[k]) for k in hard)
+
+
+def test_state_of_another_granularity_is_refused_with_one_line(tiny_cfg):
+    import pytest
+
+    from pipeline.errors import PipelineError
+
+    _, component = _tiny_adapmtl(replace(tiny_cfg, sparsity=replace(tiny_cfg.sparsity, method="adapmtl_component")))
+    _, hierarchical = _tiny_adapmtl(tiny_cfg)
+    with pytest.raises(PipelineError, match="adapmtl_component") as err:
+        hierarchical.load_state_dict(component.state_dict())
+    assert "\n" not in str(err.value)
+    hierarchical.load_state_dict(hierarchical.state_dict())  # its own state loads
