@@ -60,3 +60,27 @@ def test_write_results_and_job_plan(tmp_path):
     assert [j["method"] for j in waves[1]] == ["gmp_split"] and waves[1][0]["seed"] == 0
     assert "adapmtl_0.9_s0" in " ".join(waves[1][0]["overrides"])
     assert {j["method"] for j in waves[0]} == {"dense", "adapmtl"} and waves[2][0]["seed"] == 1
+
+
+def test_summary_table_pairs_flags_missed_targets_and_tables_are_well_formed():
+    from benchmarks.aggregate import markdown, summary_table
+
+    runs = [_run("dense", 0.0, s, 60.0) for s in (0, 1)]
+    runs += [_run("adapmtl", 0.9, s, 59.0) for s in (0, 1)]
+    runs += [_run("str", 0.9, s, 57.0) for s in (0, 1)]
+    missed = [_run("adapmtl_faithful", 0.9, s, 58.0) for s in (0, 1)]
+    for r in missed:
+        r["sparsity"]["overall"] = 0.93  # the freeze rule drifted past the target
+    agg = aggregate(runs + missed)
+    lines = summary_table(agg)
+    row = {ln.split(" | ")[0]: ln for ln in lines if ln.startswith("| ")}
+    assert row["| adapmtl"].count("[") == 0  # no pairing against itself
+    gap = 2 / 60 * 100 / 3
+    assert f"[+{gap:.1f} ± 0.0]" in row["| str"]
+    assert "*achieved 0.930*" in row["| adapmtl_faithful"] and "*achieved" not in row["| str"]
+    meta = {"command": "x", "date": "d", "machine": "m", "python": "3", "torch": "t", "steps": 1, "preset": "p",
+            "seeds": 2}
+    md = markdown(agg, meta).splitlines()
+    for i, ln in enumerate(md):  # every Markdown table: the delimiter row has as many cells as the header
+        if ln.startswith("|---"):
+            assert ln.count("---") == md[i - 1].count("|") - 1, md[i - 1]
