@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks.provenance import describe
 from pipeline.metrics.summary import delta_p, delta_t
 
 HEADLINE = {"seg": ["miou"], "depth": ["abs_err", "rel_err"], "normal": ["mean"]}
@@ -60,7 +61,9 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         "# Quality benchmark results", "",
-        f"Produced by `{meta['command']}` on {meta['date']} ({meta['machine']}, python {meta['python']}, "
+        f"Produced by `{meta['command']}` on {meta['date']}"
+        + (f", {describe(meta)}" if "git_commit" in meta else "")
+        + f" ({meta['machine']}, python {meta['python']}, "
         f"torch {meta['torch']}); {meta['steps']} steps per run, preset `{meta['preset']}`, "
         f"seeds {meta['seeds']} (paired: same init and batch order across methods); the runs took "
         f"{meta.get('run_seconds_total', 0) / 60:.0f} process-minutes ({meta.get('jobs', 1)} in parallel, "

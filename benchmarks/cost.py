@@ -98,14 +98,9 @@ def machine_info(threads: int) -> dict[str, Any]:
         info["zstandard"] = zstandard.__version__
     except ImportError:
         info["zstandard"] = None
-    try:
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout
-        info["git_dirty_files"] = [ln[3:] for ln in dirty.splitlines() if ln[:2].strip() and not ln.startswith("??")]
-    except (OSError, subprocess.CalledProcessError):
-        info["git_commit"] = None
+    from benchmarks.provenance import git_state
+
+    info.update(git_state())
     return info
 
 

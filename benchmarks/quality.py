@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     build_dataset(cfg.data, "train", cfg.tasks)  # render the scene cache once, before the workers start
     build_dataset(cfg.data, "val", cfg.tasks)
 
+    from benchmarks.provenance import git_state
+
+    git_state_at_start = git_state()
     t0 = time.perf_counter()
     results = []
     if args.aggregate_only:
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
         "torch": __import__("torch").__version__, "wall_seconds": time.perf_counter() - t0,
         "run_seconds_total": sum(r.get("seconds", 0.0) for r in results), "jobs": args.jobs,
-        "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d"), **git_state_at_start,
     }
     path = write_results(results, meta, Path(args.out))
     print(f"wrote {path}")

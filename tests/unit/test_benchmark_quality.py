@@ -84,3 +84,16 @@ def test_summary_table_pairs_flags_missed_targets_and_tables_are_well_formed():
     for i, ln in enumerate(md):  # every Markdown table: the delimiter row has as many cells as the header
         if ln.startswith("|---"):
             assert ln.count("---") == md[i - 1].count("|") - 1, md[i - 1]
+
+
+def test_results_header_names_the_commit_and_uncommitted_files():
+    from benchmarks.aggregate import markdown
+    from benchmarks.provenance import git_state
+
+    agg = aggregate([_run("dense", 0.0, 0, 60.0), _run("adapmtl", 0.9, 0, 59.0)])
+    meta = {"command": "x", "date": "d", "machine": "m", "python": "3", "torch": "t", "steps": 1, "preset": "p",
+            "seeds": 1, "git_commit": "0123456789abcdef", "git_dirty_files": ["trainers/loop.py"]}
+    head = markdown(agg, meta).splitlines()[2]
+    assert "commit `0123456789ab` (uncommitted changes in trainers/loop.py)" in head
+    state = git_state()  # this checkout: a commit sha, or None outside git
+    assert state["git_commit"] is None or len(state["git_commit"]) == 40
