@@ -42,9 +42,11 @@ FROZEN_PARAM_REL = 1e-2  # per-tensor ||w2 - w1|| / ||w1||, BatchNorm frozen (me
 FROZEN_METRIC_TOL = 1e-3  # final val metrics, BatchNorm frozen (measured 0)
 LIVE_STEP0_REL = 2e-2  # step-0 losses: same weights, only the shard batch statistics differ (measured 5.5e-3)
 LIVE_LOSS_REL = 0.3  # per-step losses once the trajectories drift (measured <= 0.10)
-LIVE_THRESHOLD_REL = 0.3  # per-component thresholds (measured <= 0.10)
-LIVE_METRIC_TOL = 2e-2  # final val metrics (measured <= 4.9e-3)
-LIVE_COMPONENT_ABS = 0.03  # per-component sparsity, absolute (measured <= 9.4e-3); overall is exact
+# Per-layer refined thresholds (adapmtl >= 0.2: 36 on tiny, each learned from one layer's gradient) follow the
+# drifting live-BN trajectory more closely than a 4-number component split did (then <= 0.10 and <= 9.4e-3).
+LIVE_THRESHOLD_REL = 0.5  # per-component thresholds (measured 0.24)
+LIVE_METRIC_TOL = 2e-2  # final val metrics (measured <= 9.8e-3)
+LIVE_COMPONENT_ABS = 0.1  # per-component sparsity, absolute (measured 0.056); overall is exact
 
 
 class _Crash(Exception):
