@@ -190,6 +190,11 @@ class SoftThresholds(SparsityMethod):
         mean = (wlog / wsum.clamp_min(1e-12))[part]
         return (log_cost - mean).clamp(-1.0, 1.0) * self.cfg.alloc_lr
 
+    def _per_component_sum(self, per_group: Tensor) -> Tensor:
+        """Sum a per-group float64 vector over the groups of each component."""
+        out = torch.zeros(len(self.components), dtype=torch.float64, device=per_group.device)
+        return out.index_add_(0, self.comp_of_group, per_group)
+
     @torch.no_grad()
     def _density_at_threshold(self, logm: dict[str, Tensor]) -> Tensor:
         """dN_g/ds_g: weights per unit of log-threshold at each group's threshold (counted in a narrow band)."""
@@ -210,10 +215,9 @@ class SoftThresholds(SparsityMethod):
         num, den = self._marginal_cost_terms(logm, density)
         one_part = torch.zeros(len(self.groups), dtype=torch.long, device=self.s.device)
         if self.granularity == "hierarchical":
-            cidx, ncomp = self.comp_of_group, len(self.components)
-            pool = lambda t: torch.zeros(ncomp, dtype=torch.float64, device=t.device).index_add_(0, cidx, t)  # noqa: E731
-            between = self._centred_log_step(pool(num) / pool(den), pool(density), one_part[:ncomp])
-            step = between[cidx] + self._centred_log_step(num / den, density, cidx)
+            pool = self._per_component_sum
+            between = self._centred_log_step(pool(num) / pool(den), pool(density), one_part[: len(self.components)])
+            step = between[self.comp_of_group] + self._centred_log_step(num / den, density, self.comp_of_group)
         else:
             step = self._centred_log_step(num / den, density, one_part)
         self.s -= step.to(self.s.dtype)
@@ -255,10 +259,8 @@ class SoftThresholds(SparsityMethod):
         """exp(s + b) per component; for hierarchical thresholds the parameter-weighted mean of its layers' s."""
         if self.granularity == "layer":
             return {}
-        s = self.s.detach().double()
-        ncomp = len(self.components)
-        w = torch.zeros(ncomp, dtype=torch.float64, device=s.device).index_add_(0, self.comp_of_group, self.numel)
-        ws = torch.zeros_like(w).index_add_(0, self.comp_of_group, self.numel * s)
+        w = self._per_component_sum(self.numel)
+        ws = self._per_component_sum(self.numel * self.s.detach().double())
         return {c: math.exp(float(ws[i] / w[i]) + float(self.b)) for i, c in enumerate(self.components)}
 
 
