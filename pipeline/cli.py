@@ -1,4 +1,4 @@
-"""`pipeline` command line: a thin click shell over `pipeline.runner` and the stage library.
+"""`pipeline` command line: a thin click shell over `pipeline.orchestrate` and the stage engine.
 
 Exit codes: 0 success (skipped stages listed with reasons), 1 user error (bad config or input, missing
 artifact, required backend unavailable), 2 usage error, 3 a check failed (tolerance, parity, pattern).
@@ -13,8 +13,24 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
 
+from pipeline.artifacts import RunDir
+from pipeline.config import config_to_dict, list_presets
 from pipeline.errors import PipelineError
+from pipeline.models.registry import list_models
+from pipeline.orchestrate import (
+    follow_run_stage,
+    load_run_config,
+    resolve_run,
+    run_pipeline,
+    run_stage,
+)
+from pipeline.report import write_run_report
+from pipeline.stages import STAGE_NAMES, get_stage, stage_state
+from pipeline.summary import format_summary
+from trainers import distributed as dist
+from trainers.sparsity.methods import METHODS
 
 STAGE_HELP = {
     "train": "Train with the configured sparsity method (checkpoint, sparsity.json, metrics).",
@@ -82,13 +98,9 @@ def _print_stage(o) -> None:
 def _stage_command(name: str):
     @_handle_errors
     def command(run_dir, config, overrides, force, no_progress, require_tensorrt=False, **_):
-        from pipeline.runner import resolve_run, run_stage
-
         run, cfg = resolve_run(run_dir, config, overrides, force=force)
         outcome = run_stage(run, cfg, name, {"progress": not no_progress, "require_tensorrt": require_tensorrt})
         _print_stage(outcome)
-        from pipeline.report import write_run_report
-
         write_run_report(run)
 
     command.__name__ = name
@@ -99,7 +111,7 @@ def _stage_command(name: str):
     return main.command(name=name)(cmd)
 
 
-for _name in ("harden", "export", "validate", "build"):
+for _name in STAGE_NAMES[1:]:  # train has its own command (method options, torchrun)
     _stage_command(_name)
 
 
@@ -116,9 +128,6 @@ def train(run_dir, config, overrides, force, no_progress, method, target, steps)
 
     Example: pipeline train --method adapmtl --sparsity 0.9 --run-dir runs/a90
     """
-    from pipeline.runner import resolve_run, run_stage
-    from trainers import distributed as dist
-
     extra = list(overrides)
     if method is not None:
         extra.append(f"sparsity.method={method}")
@@ -127,50 +136,20 @@ def train(run_dir, config, overrides, force, no_progress, method, target, steps)
     if steps is not None:
         extra.append(f"train.steps={steps}")
     if dist.init_from_env(_device_hint(config, extra)) and not dist.is_main():
-        _train_follower(run_dir, config, extra)
+        follow_run_stage(run_dir, config, "train", {"progress": False})
         return
     run, cfg = resolve_run(run_dir, config, extra, force=force)
     dist.barrier()  # config.yaml is settled: followers read it
     dist.barrier()  # followers have copied the resume state of train.tmp/
     outcome = run_stage(run, cfg, "train", {"progress": not no_progress})
     _print_stage(outcome)
-    from pipeline.report import write_run_report
-
     write_run_report(run)
     metrics = (run.load_manifest()["stages"]["train"]["summary"] or {})
     _print_metrics(metrics)
 
 
 def _device_hint(config, overrides) -> str:
-    from pipeline.config import load_config
-
-    return load_config(config, overrides).train.device
-
-
-def _train_follower(run_dir, config, overrides) -> None:
-    """Non-zero torchrun ranks: same computation, output to a scratch folder, nothing in the run dir.
-
-    A follower uses the config rank 0 settled (the run's config.yaml) and starts from a copy of rank 0's
-    staging folder, so after an interruption every rank resumes from the same step.
-    """
-    import shutil
-    import tempfile
-
-    from pipeline.artifacts import RunDir
-    from pipeline.config import load_config
-    from pipeline.runner import default_run_dir
-    from pipeline.stages import StageContext
-    from pipeline.stages import train as train_stage
-    from trainers import distributed as dist
-
-    root = Path(run_dir) if run_dir else default_run_dir(config)
-    dist.barrier()  # rank 0 has validated and written config.yaml
-    cfg = load_config(str(root / "config.yaml"))
-    with tempfile.TemporaryDirectory() as tmp:
-        if (root / "train.tmp").is_dir():
-            shutil.copytree(root / "train.tmp", tmp, dirs_exist_ok=True)
-        dist.barrier()  # rank 0 waits for the copy before it writes into train.tmp/ again
-        train_stage.run(StageContext(RunDir(tmp), cfg, Path(tmp), {"progress": False}))
+    return load_run_config(config, overrides).train.device
 
 
 def _print_metrics(summary: dict) -> None:
@@ -192,8 +171,8 @@ def run() -> None:
 
 @run.command(name="all")
 @_run_options
-@click.option("--from", "start", type=click.Choice(["train", "harden", "export", "validate", "build"]), default=None)
-@click.option("--until", type=click.Choice(["train", "harden", "export", "validate", "build"]), default=None)
+@click.option("--from", "start", type=click.Choice(STAGE_NAMES), default=None)
+@click.option("--until", type=click.Choice(STAGE_NAMES), default=None)
 @click.option("--require-tensorrt", is_flag=True, help="Fail instead of skipping the build without TensorRT.")
 @_handle_errors
 def run_all(run_dir, config, overrides, force, no_progress, start, until, require_tensorrt):
@@ -201,9 +180,6 @@ def run_all(run_dir, config, overrides, force, no_progress, start, until, requir
 
     Example: pipeline run all --config tiny --run-dir runs/tiny
     """
-    from pipeline.runner import resolve_run, run_pipeline
-    from pipeline.summary import format_summary
-
     run_, cfg = resolve_run(run_dir, config, overrides, allow_change=True)
     outcome = run_pipeline(
         run_, cfg, start=start, until=until, force=force,
@@ -223,10 +199,6 @@ def report(run_dir):
 
     Example: pipeline report --run-dir runs/demo
     """
-    from pipeline.artifacts import RunDir
-    from pipeline.report import write_run_report
-    from pipeline.summary import format_summary
-
     run_ = RunDir(run_dir, create=False)
     click.echo(format_summary(write_run_report(run_)))
     click.echo(f"report: {run_.report_path}")
@@ -240,14 +212,10 @@ def show(run_dir):
 
     Example: pipeline show --run-dir runs/demo
     """
-    from pipeline.artifacts import RunDir
-    from pipeline.config import load_config
-    from pipeline.stages import STAGE_NAMES, get_stage, stage_state
-
     run_ = RunDir(run_dir, create=False)
     if not run_.config_path.exists():
         raise PipelineError(f"{run_dir} has no config.yaml; is it a run directory?")
-    cfg = load_config(str(run_.config_path))
+    cfg = load_run_config(str(run_.config_path))
     stages = run_.load_manifest().get("stages", {})
     for name in STAGE_NAMES:
         state, reason = stage_state(run_, cfg, get_stage(name))
@@ -264,11 +232,7 @@ def check_config(config, overrides):
 
     Example: pipeline check-config configs/example.yaml --set sparsity.target=0.95
     """
-    import yaml
-
-    from pipeline.config import config_to_dict, load_config
-
-    cfg = load_config(config, overrides)
+    cfg = load_run_config(config, overrides)
     click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     click.echo("config OK")
 
@@ -276,10 +240,6 @@ def check_config(config, overrides):
 @main.command(name="list")
 def list_cmd():
     """List models, sparsity methods and presets."""
-    from pipeline.config import list_presets
-    from pipeline.models.registry import list_models
-    from trainers.sparsity.methods import METHODS
-
     click.echo("models:  " + ", ".join(list_models()))
     click.echo("presets: " + ", ".join(list_presets()))
     click.echo("methods:")

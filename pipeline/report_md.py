@@ -28,6 +28,7 @@ from pipeline import plots
 from pipeline.artifacts import RunDir, atomic_write_text, read_json
 from pipeline.errors import PipelineError
 from pipeline.metrics.summary import METRIC_DIRECTIONS
+from pipeline.stages.base import STAGE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ __all__ = ["FIGURES", "PLOTS_DIR", "REPORT_MD", "TENSORBOARD_DIR", "write_markdo
 REPORT_MD = "report.md"
 PLOTS_DIR = "report_plots"
 TENSORBOARD_DIR = "tensorboard"
-STAGE_ORDER = ("train", "harden", "export", "validate", "build")
+STAGE_ORDER = STAGE_NAMES  # defined once, in pipeline.stages.base
 # figure key -> PNG file name inside PLOTS_DIR
 FIGURES = {
     "sparsity": "sparsity_over_steps.png",

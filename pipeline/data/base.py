@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-TASKS = ("seg", "depth", "normal")
+from pipeline.config import TASK_KINDS
+
+TASKS = TASK_KINDS  # defined once, in the config schema
 
 # The 13-class NYUv2 mapping (Couprie et al. 2013), label ids 0..12 after the `-1` shift; MTAN/LibMTL use the same.
 NYU13_CLASS_NAMES = [

@@ -8,50 +8,42 @@ inputs and outputs with their sha256 and the hash of the config sections it depe
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from pipeline.artifacts import RunDir, atomic_write_text, now_iso, sha256_file, sha256_json
 from pipeline.config import RunConfig, config_to_dict
 from pipeline.errors import CheckFailed, MissingArtifactError, PipelineError, StaleArtifactError
+from pipeline.stages import build, export, harden, train, validate
+from pipeline.stages.base import STAGE_NAMES, Stage, StageContext, StageRecord
+
+__all__ = [
+    "STAGE_NAMES",
+    "Stage",
+    "StageContext",
+    "StageRecord",
+    "check_needs",
+    "config_key",
+    "execute_stage",
+    "follow_stage",
+    "get_stage",
+    "stage_state",
+    "stages",
+    "write_config",
+]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class StageContext:
-    run: RunDir
-    cfg: RunConfig
-    out: Path
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StageRecord:
-    status: str = "ok"  # ok | skipped | failed
-    reason: str | None = None
-    outputs: list[str] = field(default_factory=list)  # file names inside the stage folder
-    summary: dict[str, Any] = field(default_factory=dict)
-    inputs: list[Path] = field(default_factory=list)  # extra input files read (outside upstream outputs)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    run: Callable[[StageContext], StageRecord]
-    needs: tuple[str, ...]  # upstream files, relative to the run dir
-    config_sections: tuple[str, ...]
-    keep_partial: bool = False  # train keeps resume.pt in its staging folder across interruptions
-    description: str = ""
-
-
 def _stage_table() -> tuple[Stage, ...]:
-    from pipeline.stages import build, export, harden, train, validate
-
     return (
         Stage("train", train.run, (), ("tasks", "data", "model", "train", "sparsity", "dense_reference"), True,
               "train with the configured sparsity method; write checkpoint, sparsity and metrics"),
@@ -64,9 +56,6 @@ def _stage_table() -> tuple[Stage, ...]:
         Stage("build", build.run, ("export/model.onnx", "validate/inputs.npz", "validate/outputs_torch.npz"),
               ("build",), False, "build dense and sparse TensorRT engines and check accuracy and latency"),
     )
-
-
-STAGE_NAMES = ("train", "harden", "export", "validate", "build")
 
 
 def stages() -> tuple[Stage, ...]:
@@ -173,8 +162,6 @@ def _inside(run: RunDir, p: Path) -> bool:
 
 
 def _env() -> dict[str, Any]:
-    import importlib.metadata as md
-
     out = {}
     for pkg in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "onnxsim", "onnxslim"):
         try:
@@ -185,7 +172,24 @@ def _env() -> dict[str, Any]:
 
 
 def write_config(run: RunDir, cfg: RunConfig) -> None:
-    import yaml
-
     atomic_write_text(run.config_path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     run.update_manifest(config={"path": "config.yaml", "sha256": sha256_file(run.config_path)})
+
+
+def follow_stage(
+    root: Path, cfg: RunConfig, name: str, options: dict[str, Any] | None = None,
+    *, after_copy: Callable[[], None] = lambda: None,
+) -> StageRecord:
+    """Run a stage as a follower (a torchrun rank other than 0): same computation, nothing in the run dir.
+
+    The follower starts from a copy of the leader's staging folder (`<root>/<stage>.tmp/`, so every rank resumes
+    from the same step) and writes into a scratch folder that is deleted afterwards; no manifest entry.
+    `after_copy` runs once the copy is taken (a barrier: the leader then writes into its staging folder again).
+    """
+    stage = get_stage(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        partial = Path(root) / f"{stage.name}.tmp"
+        if stage.keep_partial and partial.is_dir():
+            shutil.copytree(partial, tmp, dirs_exist_ok=True)
+        after_copy()
+        return stage.run(StageContext(RunDir(tmp), cfg, Path(tmp), dict(options or {})))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.artifacts import atomic_write_json
-from pipeline.stages import StageContext, StageRecord
+from pipeline.stages.base import StageContext, StageRecord
 
 
 def _ort_gpu_route(ctx: StageContext, inputs, reference, targets, tasks, num_classes) -> dict[str, Any]:

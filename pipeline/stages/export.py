@@ -6,7 +6,7 @@ import json
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.errors import CheckFailed
-from pipeline.stages import StageContext, StageRecord
+from pipeline.stages.base import StageContext, StageRecord
 
 
 def run(ctx: StageContext) -> StageRecord:

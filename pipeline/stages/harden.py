@@ -9,7 +9,7 @@ import torch
 
 from pipeline.artifacts import atomic_write_json
 from pipeline.errors import PipelineError
-from pipeline.stages import StageContext, StageRecord
+from pipeline.stages.base import StageContext, StageRecord
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

@@ -10,7 +10,7 @@ from pipeline.artifacts import atomic_write_json, read_json
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.metrics.summary import delta_p, delta_t
-from pipeline.stages import StageContext, StageRecord
+from pipeline.stages.base import StageContext, StageRecord
 
 
 def dense_variant(cfg: RunConfig) -> RunConfig:

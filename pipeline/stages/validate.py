@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pipeline.artifacts import atomic_write_json
-from pipeline.stages import StageContext, StageRecord
+from pipeline.stages.base import StageContext, StageRecord
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from pipeline.config import apply_overrides, config_from_dict, list_presets, load_config, yaml_load
+from pipeline.config import (
+    DATASET_NAMES,
+    apply_overrides,
+    check_registered_names,
+    config_from_dict,
+    list_presets,
+    load_config,
+    yaml_load,
+)
 from pipeline.errors import ConfigError
+from pipeline.orchestrate import load_run_config
 
 
 def test_presets_load():
@@ -28,10 +42,48 @@ def test_all_mistakes_reported_at_once():
 def test_value_checks_name_the_fix():
     with pytest.raises(ConfigError) as e:
         config_from_dict({"sparsity": {"target": 1.5, "method": "magic"}, "tasks": ["seg", "edges"],
-                          "model": {"name": "nope"}})
+                          "model": {"name": "nope"}}, models=["tiny_mtl"], methods=["adapmtl", "dense"])
     text = str(e.value)
-    assert "unknown task 'edges'" in text and "unknown model 'nope'" in text
-    assert "unknown sparsity method 'magic'" in text and "must be in (0, 1)" in text
+    assert "unknown task 'edges'" in text and "unknown model 'nope' (available: tiny_mtl)" in text
+    assert "unknown sparsity method 'magic' (available: adapmtl, dense)" in text and "must be in (0, 1)" in text
+
+
+def test_registry_names_are_checked_only_when_passed_in():
+    """The config is a leaf: it knows no registry, the caller passes the names (pipeline.orchestrate does)."""
+    data = {"model": {"name": "nope"}, "sparsity": {"method": "magic"}}
+    assert config_from_dict(data).model.name == "nope"
+    cfg = config_from_dict(data)
+    assert check_registered_names(cfg, models=["tiny_mtl"]) == ["unknown model 'nope' (available: tiny_mtl)"]
+    assert check_registered_names(cfg, methods=["magic"]) == []
+    with pytest.raises(ConfigError, match="unknown sparsity method 'magic'"):
+        load_config("tiny", ["sparsity.method=magic"], methods=["adapmtl"])
+
+
+def test_run_config_checks_the_real_registries():
+    with pytest.raises(ConfigError) as e:
+        load_run_config("tiny", ["model.name=nope", "sparsity.method=magic", "train.lr=-1"])
+    assert len(e.value.problems) == 3
+    assert "unknown model 'nope'" in str(e.value) and "tiny_mtl" in str(e.value)
+    assert "unknown sparsity method 'magic'" in str(e.value) and "adapmtl" in str(e.value)
+
+
+def test_config_package_is_a_leaf():
+    """Loading and validating a config imports no registry, trainer or stage (fresh interpreter)."""
+    code = (
+        "import sys, pipeline.config as c; c.load_config('tiny'); "
+        "bad = [m for m in sys.modules if m.startswith(('pipeline.models', 'pipeline.stages', 'trainers'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    root = Path(__file__).resolve().parents[4]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dataset_names_match_the_schema():
+    assert DATASET_NAMES == ("scenes", "nyuv2_mtan", "nyuv2_png")
+    with pytest.raises(ConfigError, match="'data.name' = 'imagenet' is not one of 'scenes'"):
+        config_from_dict({"data": {"name": "imagenet"}})
 
 
 def test_overrides_parse_yaml_values_without_evaluating():

@@ -1,6 +1,8 @@
-"""Run-level operations behind the CLI: resolve a run's config, run stages or the whole pipeline, summarise.
+"""Orchestration behind the CLI: settle a run's config, run one stage or the stage sequence, follow a leader.
 
-Every function here is a plain library call; `pipeline/cli.py` only parses arguments and prints.
+Every function here is a plain library call; `pipeline/cli.py` only parses arguments and prints. This is also
+where config names meet their registries: `load_run_config` checks model and sparsity-method names against
+`pipeline.models.registry` and `trainers.sparsity.methods`, so `pipeline.config` stays a leaf.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from typing import Any
 from pipeline.artifacts import RunDir
 from pipeline.config import RunConfig, config_to_dict, load_config
 from pipeline.errors import BackendUnavailable, PipelineError
-from pipeline.stages import STAGE_NAMES, execute_stage, get_stage, stage_state, write_config
+from pipeline.models.registry import list_models
+from pipeline.report import write_run_report
+from pipeline.stages import STAGE_NAMES, execute_stage, follow_stage, get_stage, stage_state, write_config
+from trainers import distributed as dist
+from trainers.sparsity.methods import list_methods
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +27,11 @@ log = logging.getLogger(__name__)
 def default_run_dir(config: str | None) -> Path:
     name = Path(config).stem if config else "demo"
     return Path("runs") / name
+
+
+def load_run_config(source: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
+    """`load_config` plus the registry name checks (model, sparsity method), all problems reported at once."""
+    return load_config(source, overrides, models=list_models(), methods=list_methods())
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -51,8 +62,8 @@ def resolve_run(
         raise PipelineError(f"run directory {root} is a file; choose a directory path with --run-dir")
     saved_path = root / "config.yaml"
     if saved_path.exists():
-        saved = load_config(str(saved_path))
-        cfg = load_config(config or str(saved_path), overrides) if (config or overrides) else saved
+        saved = load_run_config(str(saved_path))
+        cfg = load_run_config(config or str(saved_path), overrides) if (config or overrides) else saved
         changed = _diff_keys(config_to_dict(saved), config_to_dict(cfg))
         if changed and not (allow_change or force):
             raise PipelineError(
@@ -60,7 +71,7 @@ def resolve_run(
                 "pass --force to replace it, or use a new --run-dir"
             )
     else:
-        cfg = load_config(config, overrides)
+        cfg = load_run_config(config, overrides)
         changed = ["(new)"]
     run = RunDir(root)
     if changed:
@@ -103,8 +114,6 @@ def run_pipeline(
     options: dict[str, Any] | None = None,
 ) -> PipelineOutcome:
     """train -> harden -> export -> validate -> build, skipping stages that are up to date."""
-    from pipeline.report import write_run_report
-
     names = list(STAGE_NAMES)
     lo = names.index(start) if start else 0
     hi = names.index(until) + 1 if until else len(names)
@@ -120,3 +129,19 @@ def run_pipeline(
         outcome.stages.append(run_stage(run, cfg, name, options))
     outcome.report = write_run_report(run)
     return outcome
+
+
+def follow_run_stage(
+    run_dir: str | Path | None, config: str | None, name: str, options: dict[str, Any] | None = None
+) -> None:
+    """A non-zero torchrun rank: run stage `name` through the engine as a follower of rank 0.
+
+    The follower uses the config rank 0 settled (the run's config.yaml) and starts from a copy of rank 0's
+    staging folder, so after an interruption every rank resumes from the same step. The barriers pair with
+    the two in the leader's `pipeline train`.
+    """
+    root = Path(run_dir) if run_dir else default_run_dir(config)
+    dist.barrier()  # rank 0 has validated and written config.yaml
+    cfg = load_run_config(str(root / "config.yaml"))
+    # after the copy, rank 0 may write into its staging folder again
+    follow_stage(root, cfg, name, options, after_copy=dist.barrier)
