@@ -67,15 +67,9 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(work) -> Path:
-    """A finished tiny run (train .. validate; build skips without TensorRT), shared read-only."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
-        r = CliRunner().invoke(main, ["run", "all", *TINY, "--set", "dense_reference=null", "--run-dir",
-                                      str(work / "finished")])
-    assert r.exit_code == 0, r.output
-    return work / "finished"
+def finished(tiny_run) -> Path:
+    """The session's finished tiny run (train .. validate; build skips without TensorRT), shared read-only."""
+    return tiny_run.run
 
 
 @pytest.fixture(scope="module")
@@ -432,8 +426,9 @@ def test_run_dir_paths_stay_inside(tmp_path):
         run.path("escape", "x")
 
 
-def test_a_whole_run_writes_only_inside_its_run_directory_and_the_data_cache(finished, work):
+def test_a_whole_run_writes_only_inside_its_run_directory_and_the_data_cache(tiny_run, finished, work):
+    assert tiny_run.stray_files == []
     outside = [p for p in work.rglob("*") if p.is_file() and not p.is_relative_to(work / ".cache")
-               and not any(p.is_relative_to(work / d) for d in ("finished", "other"))]
+               and not p.is_relative_to(work / "other")]
     assert outside == []
     assert not list(finished.glob("*.tmp")) and not list(finished.rglob(".*.tmp"))

@@ -100,15 +100,9 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hardened(work) -> Path:
-    """A tiny run through harden (no dense reference), shared read-only: tests work on copies."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(work)
-        mp.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
-        r = _invoke("run", "all", "--config", "tiny", "--run-dir", str(work / "hardened"), "--until", "harden",
-                    "--no-progress", "--set", "dense_reference=null")
-    assert r.exit_code == 0, r.output
-    return work / "hardened"
+def hardened(tiny_run, work) -> Path:
+    """The session's tiny run cut after harden, shared read-only: tests work on copies."""
+    return tiny_run.copy_until(work / "hardened", "harden")
 
 
 def test_sigkill_during_training_and_dense_reference_resumes_bit_identically(work, monkeypatch):

@@ -21,27 +21,11 @@ def invoke(*args):
     return result
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One finished tiny run shared by the tests that only read it."""
-    root = tmp_path_factory.mktemp("cli")
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(root)  # the scene cache goes to ./.cache
-    try:
-        result = invoke("run", "all", "--config", "tiny", "--run-dir", str(root / "run"), "--no-progress")
-    finally:
-        os.chdir(cwd)
-    assert result.exit_code == 0, result.output
-    return root / "run", result
-
-
 @pytest.fixture
 def run_copy(tiny_run, tmp_path, monkeypatch):
-    monkeypatch.chdir(tiny_run[0].parent)
+    monkeypatch.chdir(tiny_run.work)
     dst = tmp_path / "run"
-    shutil.copytree(tiny_run[0], dst)
+    shutil.copytree(tiny_run.run, dst)
     return dst
 
 
@@ -53,9 +37,9 @@ def test_help_for_every_command(cmd):
 
 
 def test_run_all_writes_every_stage_and_stable_report_keys(tiny_run):
-    run, result = tiny_run
+    run = tiny_run.run
     for line in ("PASSED  | train", "PASSED  | harden", "PASSED  | export", "PASSED  | validate", "SKIPPED | build"):
-        assert line in result.output
+        assert line in tiny_run.output
     report = json.loads((run / "report.json").read_text())
     assert {"sparsity", "metrics", "delta_t", "delta_p", "export", "validation", "build"} <= set(report)
     assert abs(report["sparsity"]["overall"] - report["sparsity"]["target"]) <= 0.005
@@ -78,7 +62,7 @@ def test_onnx_zero_pattern_equals_hardened_model(tiny_run):
     from exporters.checks import conv_weights_from_onnx
     from pipeline.models.hardened import load_hardened_model
 
-    run, _ = tiny_run
+    run = tiny_run.run
     model, _ = load_hardened_model(run / "harden" / "model.pt")
     torch_zeros = sorted(int((m.weight == 0).sum()) for m in model.modules() if hasattr(m, "weight") and m.weight is not None and m.weight.dim() == 4)
     onnx_zeros = sorted(int((w == 0).sum()) for w in conv_weights_from_onnx(run / "export" / "model.onnx").values())
@@ -93,7 +77,7 @@ def test_real_nyuv2_sample_parity(tiny_run):
 
     if find_realdata() is None:
         pytest.skip("real NYUv2 sample (shared/realdata/nyuv2_test50) not found beside this checkout")
-    report = json.loads((tiny_run[0] / "validate" / "report.json").read_text())
+    report = json.loads((tiny_run.run / "validate" / "report.json").read_text())
     real = report["real_data"]
     assert real is not None and real["passed"] and real["samples"] == 4
     assert real["parity"]["depth"]["passed"] and real["parity"]["normal"]["passed"]
@@ -142,17 +126,18 @@ def test_two_four_path_keeps_pattern_through_export(run_copy):
     assert all(layer["violations"] == 0 for layer in two_four)
     checks = json.loads((run_copy / "export" / "checks.json").read_text())
     assert checks["two_four_check"]["passed"] and checks["two_four_check"]["layers"] == len(two_four)
-    # independent check on the raw ONNX initializers: groups of 4 along input channels hold <= 2 nonzeros
+    # independent check on the raw ONNX initializers, each 2:4 layer found by its name: every group of 4
+    # consecutive input channels holds <= 2 nonzeros
     model = onnx.load(str(run_copy / "export" / "model.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    n_checked = 0
-    for node in model.graph.node:
-        if node.op_type == "Conv" and node.input[1] in inits:
-            w = inits[node.input[1]]
-            if w.shape[1] % 4 == 0 and np.mean(w == 0) >= 0.5:
-                groups = (np.moveaxis(w, 1, -1).reshape(-1, 4) != 0).sum(-1)
-                n_checked += int(groups.max() <= 2)
-    assert n_checked >= len(two_four)
+    for layer in two_four:
+        name = layer["name"]
+        key = next((k for k in (f"model.{name}.weight", f"{name}.weight") if k in inits), None)
+        assert key is not None, f"2:4 layer {name} has no ONNX initializer of that name"
+        w = inits[key]
+        assert list(w.shape) == layer["shape"] and w.shape[1] % 4 == 0, (name, w.shape)
+        groups = (np.moveaxis(w, 1, -1).reshape(-1, 4) != 0).sum(-1)
+        assert groups.max() <= 2, f"{name}: a group of 4 input channels holds {groups.max()} nonzeros in the ONNX"
     assert json.loads((run_copy / "validate" / "report.json").read_text())["passed"]
 
 
