@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.cost import cli, components, exports, machine, report, runtime, sizes, training, training_section
+from benchmarks.cost import (
+    cli,
+    components,
+    exports,
+    machine,
+    report,
+    runtime,
+    sizes,
+    training,
+    training_section,
+)
 from pipeline.config import load_config
 from trainers.loop import STEP_PHASES
 from trainers.session import build_model
