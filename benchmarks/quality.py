@@ -15,11 +15,20 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from benchmarks.aggregate import write_results
+from benchmarks.provenance import git_state
+from pipeline.config import load_config
+from pipeline.data import build_dataset
+from trainers.session import train_run
 
 ALL_METHODS = [
     "dense", "adapmtl", "adapmtl_component", "adapmtl_faithful", "adapmtl_static", "soft_uniform", "gmp_split",
@@ -30,12 +39,7 @@ ALL_SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.97]
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration in a worker process (one torch thread) and cache its summary."""
-    import torch
-
     torch.set_num_threads(1)
-    from pipeline.config import load_config
-    from trainers.session import train_run
-
     out = Path(job["dir"])
     done = out / "summary.json"
     if done.exists():
@@ -81,7 +85,8 @@ def plan_jobs(args) -> list[list[dict[str, Any]]]:
     return waves
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with the --quick and full defaults filled in."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="2 seeds, 0.9 and 0.97, 4 methods, 400 steps")
     p.add_argument("--methods", nargs="+", default=None)
@@ -109,49 +114,48 @@ def main(argv: list[str] | None = None) -> None:
     args.sparsities = args.sparsities or ALL_SPARSITIES
     args.seeds = args.seeds or 3
     args.out = args.out or "benchmarks/results/full"
+    return args
+
+
+def _finished_runs(args) -> list[dict[str, Any]]:
+    """Summaries of the runs already under `<out>/runs` that belong to the requested grid."""
+    results = []
+    for f in sorted((Path(args.out) / "runs").glob("*/summary.json")):
+        res = json.loads(f.read_text())
+        if res["method"] in args.methods and (res["method"] == "dense" or res["target"] in args.sparsities):
+            results.append(res)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-
-    from pipeline.config import load_config
-    from pipeline.data import build_dataset
-
     cfg = load_config(args.preset)
     args.steps = args.steps or cfg.train.steps
     build_dataset(cfg.data, "train", cfg.tasks)  # render the scene cache once, before the workers start
     build_dataset(cfg.data, "val", cfg.tasks)
 
-    from benchmarks.provenance import git_state
-
     git_state_at_start = git_state()
     t0 = time.perf_counter()
-    results = []
-    if args.aggregate_only:
-        for f in sorted((Path(args.out) / "runs").glob("*/summary.json")):
-            res = json.loads(f.read_text())
-            if res["method"] in args.methods and (res["method"] == "dense" or res["target"] in args.sparsities):
-                results.append(res)
-        wave_list = []
-    else:
-        wave_list = plan_jobs(args)
+    results = _finished_runs(args) if args.aggregate_only else []
+    wave_list = [] if args.aggregate_only else plan_jobs(args)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         for wave in wave_list:
             for res in pool.map(run_one, wave):
                 results.append(res)
                 print(f"{res['method']:17s} {res['target']:.2f} seed {res['seed']}  "
                       f"overall {res['sparsity']['overall']:.4f}  {res['seconds']:.0f}s", flush=True)
-    from benchmarks.aggregate import write_results
-
     meta = {
-        "command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
         "preset": args.preset, "steps": args.steps, "seeds": args.seeds, "methods": args.methods,
         "sparsities": args.sparsities, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-        "torch": __import__("torch").__version__, "wall_seconds": time.perf_counter() - t0,
+        "torch": torch.__version__, "wall_seconds": time.perf_counter() - t0,
         "run_seconds_total": sum(r.get("seconds", 0.0) for r in results), "jobs": args.jobs,
         "date": time.strftime("%Y-%m-%d"), **git_state_at_start,
     }
     path = write_results(results, meta, Path(args.out))
     print(f"wrote {path}")
-
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -52,6 +53,9 @@ def lr_factor(cfg: TrainConfig, step: int, steps: int) -> float:
     return 1.0
 
 
+STEP_PHASES = ("before_forward", "forward", "backward", "after_backward", "optimizer", "weighting")
+
+
 class Trainer:
     """Holds everything a run needs to continue exactly: model, method, optimizer, schedule, weighting, RNG."""
 
@@ -91,6 +95,9 @@ class Trainer:
         self.step = 0
         self.timeseries: list[dict[str, Any]] = []
         self.step_seconds: list[float] = []
+        # Optional observer of train_step's phases (benchmarks/cost times them): called with a phase name
+        # (STEP_PHASES) it returns a context manager entered around that phase. None adds nothing.
+        self.phase_hook: Callable[[str], AbstractContextManager[Any]] | None = None
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -126,15 +133,19 @@ class Trainer:
         idx = idx[dist.rank() :: dist.world_size()]
         batch = fetch(self.dataset, idx, self.device)
         self._set_lr(step)
-        self.method.before_forward(step)
-        outputs = self.net(batch["image"])
+        with self._phase("before_forward"):
+            self.method.before_forward(step)
+        with self._phase("forward"):
+            outputs = self.net(batch["image"])
         losses = self.objective(outputs, batch)
         current = {t: float(dist.all_reduce_mean(v.detach())) for t, v in losses.items()}
         weights = self.weighting.loss_multipliers(current)
         total = sum(weights[t] * losses[t] for t in losses)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.method.after_backward(step)
+        with self._phase("backward"):
+            total.backward()
+        with self._phase("after_backward"):
+            self.method.after_backward(step)
         values = current
         for t, v in values.items():
             if not math.isfinite(v):
@@ -142,11 +153,16 @@ class Trainer:
                     f"loss of task '{t}' is {v} at step {step}; the last good checkpoint is kept. "
                     "Lower train.lr or check the data for NaN/Inf"
                 )
-        self.optimizer.step()
+        with self._phase("optimizer"):
+            self.optimizer.step()
         dist.sync_buffers_(self.model)
         self.method.after_optimizer_step(step)
-        self.weighting.observe(step, values)
+        with self._phase("weighting"):
+            self.weighting.observe(step, values)
         return values
+
+    def _phase(self, name: str) -> AbstractContextManager[Any]:
+        return nullcontext() if self.phase_hook is None else self.phase_hook(name)
 
     def run(
         self,
@@ -185,6 +201,10 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.method.finalize()
+
+    def log_step(self, step: int, losses: dict[str, float]) -> None:
+        """Append the sparsity snapshot of `step` to the timeseries, as `run` does every `log_every` steps."""
+        self._log(step, losses)
 
     def _log(self, step: int, losses: dict[str, float]) -> None:
         snap = self.method.snapshot(step)
