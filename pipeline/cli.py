@@ -202,7 +202,7 @@ def run_all(run_dir, config, overrides, force, no_progress, start, until, requir
     Example: pipeline run all --config tiny --run-dir runs/tiny
     """
     from pipeline.runner import resolve_run, run_pipeline
-    from pipeline.summary import format_summary
+    from pipeline.report.console import format_summary
 
     run_, cfg = resolve_run(run_dir, config, overrides, allow_change=True)
     outcome = run_pipeline(
@@ -225,7 +225,7 @@ def report(run_dir):
     """
     from pipeline.artifacts import RunDir
     from pipeline.report import write_run_report
-    from pipeline.summary import format_summary
+    from pipeline.report.console import format_summary
 
     run_ = RunDir(run_dir, create=False)
     click.echo(format_summary(write_run_report(run_)))

@@ -90,7 +90,7 @@ def _skip_markdown_report(run, report):
 
 @pytest.fixture(autouse=True)
 def no_plots(monkeypatch):
-    monkeypatch.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+    monkeypatch.setattr("pipeline.report.markdown.write_markdown_report", _skip_markdown_report)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def hardened(work) -> Path:
     """A tiny run through harden (no dense reference), shared read-only: tests work on copies."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)
-        mp.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+        mp.setattr("pipeline.report.markdown.write_markdown_report", _skip_markdown_report)
         r = _invoke("run", "all", "--config", "tiny", "--run-dir", str(work / "hardened"), "--until", "harden",
                     "--no-progress", "--set", "dense_reference=null")
     assert r.exit_code == 0, r.output
