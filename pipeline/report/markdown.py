@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import RunDir, atomic_write_text
-from pipeline.report.markdown_format import FIGURES, PLOTS_DIR, REPORT_MD, TENSORBOARD_DIR, Figures, read_optional
+from pipeline.report.markdown_format import (
+    FIGURES,
+    PLOTS_DIR,
+    REPORT_MD,
+    TENSORBOARD_DIR,
+    Figures,
+    read_optional,
+)
 from pipeline.report.sections_stages import (
     build_section,
     export_section,

@@ -23,7 +23,6 @@ from pipeline.report.markdown_format import (
 )
 
 
-
 def header_section(run: RunDir, report: Mapping[str, Any]) -> str:
     lines = [f"# Run report: {run.root.name}", "", f"Run directory: `{report.get('run_dir') or run.root}`"]
     if run.config_path.exists():

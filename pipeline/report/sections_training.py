@@ -19,7 +19,6 @@ from pipeline.report.markdown_format import (
 )
 
 
-
 def sparsity_section(
     report: Mapping[str, Any],
     train_sp: Mapping[str, Any] | None,

@@ -4,7 +4,6 @@ one output per task, a dynamic batch axis, metadata, and outputs that match torc
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -44,9 +43,9 @@ def test_tiny_mtl_torchscript_export_dynamic_batch(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tiny_mtl_dynamo_export_dynamic_batch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_tiny_mtl_dynamo_export_dynamic_batch(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("onnxscript")
-    with caplog.at_level(logging.WARNING):
-        _export_and_compare(tmp_path, "dynamo", batch=5)
-    # torch's registry notes about torchvision ops are filtered at export (they are noise here)
-    assert not [r for r in caplog.records if "torchvision is not installed" in r.getMessage()]
+    _export_and_compare(tmp_path, "dynamo", batch=5)
+    # torch's ONNX registry logs "torchvision is not installed. Skipping torchvision::nms" (and 3 more) to its
+    # own stderr handler on every dynamo export; the exporter filters exactly those lines.
+    assert "torchvision is not installed" not in capfd.readouterr().err
