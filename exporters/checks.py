@@ -20,8 +20,8 @@ import onnx
 from onnx import numpy_helper
 from torch import nn
 
-from exporters.fileio import staged_output
 from exporters.pairing import WeightPair, pair_weights
+from pipeline.artifacts import atomic_path
 from pipeline.errors import BackendUnavailable, PipelineError
 
 __all__ = [
@@ -237,7 +237,7 @@ def compress_artifact(
     src = Path(path)
     if codec == "gzip":
         dest = src.with_name(src.name + ".gz")
-        with open(src, "rb") as fin, staged_output(dest) as staged, open(staged, "wb") as raw:
+        with open(src, "rb") as fin, atomic_path(dest) as staged, open(staged, "wb") as raw:
             # filename and mtime are fixed so equal inputs give byte-identical archives (stable sha256).
             with gzip.GzipFile(
                 filename=src.name, mode="wb", compresslevel=level or 9, fileobj=raw, mtime=0
@@ -251,7 +251,7 @@ def compress_artifact(
                 "codec 'zstd' needs the zstandard package; fix: pip install zstandard (or use codec='gzip')"
             ) from None
         dest = src.with_name(src.name + ".zst")
-        with open(src, "rb") as fin, staged_output(dest) as staged, open(staged, "wb") as raw:
+        with open(src, "rb") as fin, atomic_path(dest) as staged, open(staged, "wb") as raw:
             zstandard.ZstdCompressor(level=level or 19).copy_stream(fin, raw)
     else:
         raise PipelineError(f"Unknown codec '{codec}'. Available: gzip, zstd")

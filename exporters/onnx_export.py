@@ -28,9 +28,10 @@ import onnx
 import torch
 from torch import nn
 
-from exporters.fileio import LARGE_MODEL_BYTES, clear_staging, save_onnx, staged_output
+from exporters.fileio import LARGE_MODEL_BYTES, save_onnx
 from exporters.graph_io import check_graph_io, default_opset, pin_output_dims, rename_hw_dims, tensor_shape
 from exporters.metadata import build_metadata, check_extra_keys, write_metadata
+from pipeline.artifacts import clear_staging, staged_output
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,16 @@ def _export_with_fallback(
     return "torchscript", None
 
 
+# torch's ONNX registry logs one "torchvision is not installed. Skipping torchvision::<op>" warning per
+# torchvision op on every dynamo export; the models here use no torchvision ops, so the lines are pure noise.
+_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+class _NoTorchvisionSkipNotes(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("torchvision is not installed. Skipping")
+
+
 def _export_dynamo(
     adapter: nn.Module,
     example: torch.Tensor,
@@ -256,24 +267,29 @@ def _export_dynamo(
         # DYNAMIC lets torch.export derive the valid H/W range (strides, dilations) instead of failing on a
         # guessed one; the generated symbol names are replaced by height/width afterwards.
         dims.update({2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC})
+    registry_log, quiet = logging.getLogger(_REGISTRY_LOGGER), _NoTorchvisionSkipNotes()
+    registry_log.addFilter(quiet)
     with warnings.catch_warnings(), torch.no_grad():
         # torch 2.13's own pytree code trips its LeafSpec deprecation on every export; not actionable here.
         warnings.filterwarnings(
             "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
         )
-        torch.onnx.export(
-            adapter,
-            (example,),
-            str(staged),
-            dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=list(adapter.task_names),
-            opset_version=opset,
-            dynamic_shapes={"image": dims},
-            external_data=external,
-            optimize=True,
-            verbose=False,
-        )
+        try:
+            torch.onnx.export(
+                adapter,
+                (example,),
+                str(staged),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=list(adapter.task_names),
+                opset_version=opset,
+                dynamic_shapes={"image": dims},
+                external_data=external,
+                optimize=True,
+                verbose=False,
+            )
+        finally:
+            registry_log.removeFilter(quiet)
 
 
 def _export_torchscript(

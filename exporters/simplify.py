@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 import onnx
 
-from exporters.fileio import save_onnx, staged_output
+from exporters.fileio import save_onnx
 from exporters.metadata import read_metadata, write_metadata
+from pipeline.artifacts import staged_output
 from pipeline.errors import BackendUnavailable, CheckFailed, PipelineError
 
 SimplifierName = Literal["onnxsim", "onnxslim", "none"]

@@ -69,6 +69,41 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
 
 
+@contextlib.contextmanager
+def staged_output(path: str | Path) -> Iterator[Path]:
+    """Yield a staging path with the same file name as `path`; move it (and its side files) into place on success.
+
+    For writers that create side files next to their output (an ONNX model's `model.onnx.data`): the staging
+    path sits in a fresh hidden folder beside `path`, so side files keep the relative names the main file
+    refers to. Side files are moved first and the main file last, so a reader that sees the main file also
+    sees its data. On an exception nothing is moved and the staging folder is removed.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+    staged = stage_dir / final.name
+    try:
+        yield staged
+        if not staged.exists():
+            raise FileNotFoundError(f"nothing was written to the staging path {staged}")
+        for side in sorted(stage_dir.iterdir()):
+            if side != staged:
+                os.replace(side, final.parent / side.name)
+        os.replace(staged, final)
+    finally:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+
+
+def clear_staging(staged: Path) -> None:
+    """Remove everything a failed writer left in the staging folder of `staged` (before a retry)."""
+    for item in staged.parent.iterdir():
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

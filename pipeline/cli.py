@@ -27,8 +27,8 @@ from pipeline.orchestrate import (
     run_stage,
 )
 from pipeline.report import write_run_report
+from pipeline.report.console import format_summary
 from pipeline.stages import STAGE_NAMES, get_stage, stage_state
-from pipeline.summary import format_summary
 from trainers import distributed as dist
 from trainers.sparsity.methods import METHODS
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from pipeline.config import TrainConfig
 from pipeline.errors import TrainingDiverged
+from pipeline.progress import progress_bar
 from trainers import distributed as dist
 from trainers.objectives import MultiTaskLoss
 from trainers.sparsity.base import SparsityMethod
@@ -175,9 +176,7 @@ class Trainer:
         torch.set_flush_denormal(True)
         bar = None
         if progress and dist.is_main():
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.steps, initial=self.step, desc=f"train [{self.method.name}]", leave=False)
+            bar = progress_bar(self.steps, f"train [{self.method.name}]", initial=self.step)
         if self.step == 0:
             self.method.prepare(self)
         while self.step < self.steps:

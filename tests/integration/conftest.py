@@ -50,7 +50,7 @@ class TinyRun:
             elif (dst / p).exists():
                 (dst / p).unlink()
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+            mp.setattr("pipeline.report.markdown.write_markdown_report", _skip_markdown_report)
             write_run_report(RunDir(dst, create=False))
         return dst
 

@@ -36,7 +36,7 @@ def _skip_markdown_report(run, report):
 
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
-    monkeypatch.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+    monkeypatch.setattr("pipeline.report.markdown.write_markdown_report", _skip_markdown_report)
 
 
 def fails(args: list[str], *needles: str, code: int = 1) -> str:
@@ -77,7 +77,7 @@ def other_checkpoint(work) -> Path:
     """A train checkpoint of a different model (seg-only heads, narrower) from a 2-step run."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)
-        mp.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+        mp.setattr("pipeline.report.markdown.write_markdown_report", _skip_markdown_report)
         r = CliRunner().invoke(main, ["train", *FAST, "--set", "tasks=[seg]", "--set", "model.kwargs={head_width: 16}",
                                       "--run-dir", str(work / "other")])
     assert r.exit_code == 0, r.output

@@ -94,7 +94,7 @@ def _worker(out: Path) -> None:
         main([*JOBS[job], "--run-dir", str(out / job)], standalone_mode=False)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+        mp.setattr("pipeline.report.markdown.write_markdown_report", _skip_markdown_report)
         _install_capture(mp, out, "live")
         train("live")
         with pytest.MonkeyPatch.context() as frozen:
@@ -165,7 +165,7 @@ def single(ddp):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ddp[0])  # same scene cache as the workers
-        mp.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+        mp.setattr("pipeline.report.markdown.write_markdown_report", _skip_markdown_report)
         for job in ("live", "frozen"):
             with pytest.MonkeyPatch.context() as inner:
                 if job == "frozen":

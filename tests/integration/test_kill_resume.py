@@ -90,7 +90,7 @@ def _skip_markdown_report(run, report):
 
 @pytest.fixture(autouse=True)
 def no_plots(monkeypatch):
-    monkeypatch.setattr("pipeline.report_md.write_markdown_report", _skip_markdown_report)
+    monkeypatch.setattr("pipeline.report.markdown.write_markdown_report", _skip_markdown_report)
 
 
 @pytest.fixture(scope="module")

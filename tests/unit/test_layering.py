@@ -1,6 +1,6 @@
 """The layer rules of docs/architecture.md, enforced on the source with `ast` (nothing is imported).
 
-Foundation (`pipeline.config*`, `errors`, `artifacts`, `checkpoint`, `models*`, `data*`, `metrics*`) imports no
+Foundation (`pipeline.config*`, `errors`, `artifacts`, `checkpoint`, `progress`, `models*`, `data*`, `metrics*`) imports no
 top module (stages, CLI, orchestration, reports), nor `trainers`, `exporters` or `deploy`. Those three import
 only the foundation of `pipeline`; `exporters` never imports `trainers`. Every import counts, lazy ones too.
 Separately, imports form no cycle between modules, except registry self-registration.
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "trainers", "exporters", "deploy")
 FOUNDATION = (
     "pipeline.config", "pipeline.errors", "pipeline.artifacts", "pipeline.checkpoint",
-    "pipeline.models", "pipeline.data", "pipeline.metrics",
+    "pipeline.models", "pipeline.data", "pipeline.metrics", "pipeline.progress",
 )  # fmt: skip
 
 # Cycles that are by design: a registry whose built-in entries register themselves on import.

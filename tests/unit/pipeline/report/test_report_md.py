@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import plots, report_md
 from pipeline.artifacts import MANIFEST_SCHEMA, RunDir
-from pipeline.report import build_run_report, write_run_report
-from pipeline.report_md import FIGURES, PLOTS_DIR, write_markdown_report, write_tensorboard
+from pipeline.report import build_run_report, markdown, plots, write_run_report
+from pipeline.report.markdown import FIGURES, PLOTS_DIR, write_markdown_report, write_tensorboard
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STAGES = ("train", "harden", "export", "validate", "build")
@@ -365,7 +364,7 @@ def test_tensorboard_absent_returns_none(tmp_path, monkeypatch):
     run = make_run(tmp_path / "run", stages=("train",))
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     assert write_tensorboard(run) is None
-    assert not (run.root / report_md.TENSORBOARD_DIR).exists()
+    assert not (run.root / markdown.TENSORBOARD_DIR).exists()
 
 
 def test_tensorboard_scalars_with_a_stand_in_writer(tmp_path, monkeypatch):

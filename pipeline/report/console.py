@@ -1,4 +1,4 @@
-"""Plain-text summary of a run report, printed at the end of `pipeline run all` and `pipeline report`."""
+"""Plain-text console summary of a run report, printed at the end of `pipeline run all` and `pipeline report`."""
 
 from __future__ import annotations
 
