@@ -1,8 +1,7 @@
 """Probe the GPU-side environment: TensorRT, CUDA through torch, the onnxruntime flavour and its providers.
 
 Nothing here needs a GPU or TensorRT to import or run: every probe catches what is missing and reports it as data.
-On the CPU development/CI machine only the "missing" branches have ever run (no GPU, no TensorRT; see
-`../shared/docs/environment.md` §1 and §4). The "present" branches use only documented calls
+On the CPU development/CI machine only the "missing" branches have ever run (no GPU, no TensorRT). The "present" branches use only documented calls
 (`torch.cuda.get_device_name`, `torch.cuda.get_device_capability`, `onnxruntime.get_available_providers`,
 `tensorrt.__version__`) and are exercised in unit tests by monkeypatching those calls, not on real hardware.
 """

@@ -1,7 +1,7 @@
 """ONNX Runtime on the GPU (CUDA or TensorRT execution provider), refusing the silent CPU fallback.
 
 onnxruntime-gpu creates a session even when CUDA/cuDNN/TensorRT libraries are missing and then runs on CPU, only
-logging an error (environment.md §4). `make_gpu_session` therefore checks `session.get_providers()` and raises
+logging an error. `make_gpu_session` therefore checks `session.get_providers()` and raises
 `BackendUnavailable` when the requested provider is not active.
 
 What has run: on the CPU machine only the refusal paths (CPU-only onnxruntime, or a monkeypatched session that

@@ -1,7 +1,7 @@
 """TensorRT engine build: the code that actually calls TensorRT, carrying out a `deploy.tensorrt_plan.BuildPlan`.
 
 `build_engine` has **never run against real TensorRT**: TensorRT cannot be installed on any machine available to
-this project (`../shared/docs/environment.md` §4). Its call sequence follows the TensorRT 10/11 Python API docs and
+this project. Its call sequence follows the TensorRT 10/11 Python API docs and
 is checked only against `tests/unit/deploy/fake_tensorrt.py`, a recording stand-in that proves the wiring (which
 calls, which arguments, which files) and nothing about TensorRT's behaviour. Facts still marked [unverified] in
 `peers.md` §2.5 (SPARSE_WEIGHTS and the workspace pool on 11.x) stay unverified. The pure parts it relies on
