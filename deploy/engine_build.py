@@ -32,8 +32,15 @@ def profile_hw(cfg: RunConfig) -> tuple[int, int] | None:
 
 
 def _build_one(
-    cfg: RunConfig, onnx_path: Path, out_dir: Path, sparse: bool, kind: str, trt_version: str,
-    reference: ReferenceData, settings: CheckSettings, runner_factory: Callable[[Path], Any] | None,
+    cfg: RunConfig,
+    onnx_path: Path,
+    out_dir: Path,
+    sparse: bool,
+    kind: str,
+    trt_version: str,
+    reference: ReferenceData,
+    settings: CheckSettings,
+    runner_factory: Callable[[Path], Any] | None,
 ) -> dict[str, Any]:
     engine, _, log_name = engine_files(kind)
     cache = out_dir / "timing.cache"
@@ -45,7 +52,11 @@ def _build_one(
 
 def _speedup(engines: dict[str, Any], cfg: RunConfig, settings: CheckSettings) -> float | None:
     """Dense over sparse end-to-end p50 at build.opt_batch (or the largest timed batch)."""
-    b = cfg.build.opt_batch if cfg.build.opt_batch in settings.latency_batches else settings.latency_batches[-1]
+    b = (
+        cfg.build.opt_batch
+        if cfg.build.opt_batch in settings.latency_batches
+        else settings.latency_batches[-1]
+    )
     try:
         dense = engines["dense"]["checks"]["latency"][str(b)]["end_to_end"]["p50_ms"]
         sparse = engines["sparse"]["checks"]["latency"][str(b)]["end_to_end"]["p50_ms"]
@@ -87,7 +98,14 @@ def build_and_check_engines(
     for kind, sparse in ENGINE_KINDS:
         try:
             engines[kind] = _build_one(
-                cfg, onnx_path, out_dir, sparse, kind, probe["tensorrt"]["version"], reference, settings,
+                cfg,
+                onnx_path,
+                out_dir,
+                sparse,
+                kind,
+                probe["tensorrt"]["version"],
+                reference,
+                settings,
                 runner_factory,
             )
         except Exception as e:  # noqa: BLE001 - one failing build must not hide the other
@@ -96,12 +114,16 @@ def build_and_check_engines(
     if "build" in engines["sparse"]:
         found = engines["sparse"]["build"]["sparsity"]
         layers = sparse_layer_report(
-            found["eligible"], found["picked"], list(reference.two_four_layers), onnx_node_layer_map(onnx_path)
+            found["eligible"],
+            found["picked"],
+            list(reference.two_four_layers),
+            onnx_node_layer_map(onnx_path),
         )
     errors = [f"{k}: {e['error']}" for k, e in engines.items() if "error" in e]
     failed = [k for k, e in engines.items() if "checks" in e and not e["checks"]["passed"]]
-    reason = "; ".join(errors) or (f"{', '.join(failed)} engine outputs or task metrics outside tolerance"
-                                   if failed else None)
+    reason = "; ".join(errors) or (
+        f"{', '.join(failed)} engine outputs or task metrics outside tolerance" if failed else None
+    )
     return {
         "status": "failed" if reason else "ok",
         "reason": reason,

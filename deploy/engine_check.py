@@ -71,7 +71,9 @@ def check_settings_from_config(
         rtol=float(cfg.validate.rtol),
         miou_tol=float(b.miou_tol),
         batch_size=min(int(cfg.validate.batch_size), int(b.max_batch)),
-        latency_batches=tuple(int(x) for x in (b.latency_batches if latency_batches is None else latency_batches)),
+        latency_batches=tuple(
+            int(x) for x in (b.latency_batches if latency_batches is None else latency_batches)
+        ),
         warmup=int(b.warmup if warmup is None else warmup),
         iters=int(b.iters if iters is None else iters),
     )
@@ -129,7 +131,9 @@ def _latency(runner: Any, inputs: Mapping[str, np.ndarray], settings: CheckSetti
         entry = {"end_to_end": latency_stats(e2e, b), "device": None}
         if sync is not None and hasattr(runner, "infer_torch"):
             dev = {k: torch.from_numpy(v).cuda() for k, v in feed.items()}
-            dev_ms = measure(lambda dev=dev: runner.infer_torch(dev), settings.warmup, settings.iters, sync=sync)
+            dev_ms = measure(
+                lambda dev=dev: runner.infer_torch(dev), settings.warmup, settings.iters, sync=sync
+            )
             entry["device"] = latency_stats(dev_ms, b)
         out[str(b)] = entry
     return out
@@ -154,11 +158,20 @@ def run_engine_checks(
     """
     engine_path = Path(engine_path)
     factory = runner_factory or TensorRTRunner
-    result: dict[str, Any] = {"engine": str(engine_path), "samples": len(next(iter(reference.inputs.values()), []))}
+    result: dict[str, Any] = {
+        "engine": str(engine_path),
+        "samples": len(next(iter(reference.inputs.values()), [])),
+    }
     with factory(engine_path) as runner:
         _, verdict = check_runtime_against_reference(
-            runner, reference.inputs, reference.outputs, reference.targets, reference.tasks,
-            reference.num_classes, settings.tolerances, settings.batch_size,
+            runner,
+            reference.inputs,
+            reference.outputs,
+            reference.targets,
+            reference.tasks,
+            reference.num_classes,
+            settings.tolerances,
+            settings.batch_size,
         )
         result |= verdict
         result["latency"] = _latency(runner, reference.inputs, settings)
@@ -166,8 +179,14 @@ def run_engine_checks(
 
 
 def check_ort_gpu(
-    onnx_path: str | Path, provider: str, fp16: bool, reference: ReferenceData, settings: CheckSettings,
-    cache_dir: str | Path, probe: dict[str, Any] | None = None, enabled: bool = True,
+    onnx_path: str | Path,
+    provider: str,
+    fp16: bool,
+    reference: ReferenceData,
+    settings: CheckSettings,
+    cache_dir: str | Path,
+    probe: dict[str, Any] | None = None,
+    enabled: bool = True,
 ) -> dict[str, Any]:
     """The ONNX Runtime GPU route for one provider: {"status": skipped|ok|failed|error, ...}; never raises.
 
@@ -206,7 +225,9 @@ def torch_cuda_latency(
         BackendUnavailable: no CUDA device (the message says why; see `deploy.environment.cuda_skip_reason`).
     """
     if not torch.cuda.is_available():
-        raise BackendUnavailable(f"PyTorch CUDA latency needs a GPU: {cuda_skip_reason() or 'no CUDA device'}")
+        raise BackendUnavailable(
+            f"PyTorch CUDA latency needs a GPU: {cuda_skip_reason() or 'no CUDA device'}"
+        )
     if isinstance(dtype, str):
         dtype = TORCH_DTYPES[dtype]
     net = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
@@ -219,12 +240,16 @@ def torch_cuda_latency(
     return out
 
 
-def torch_cuda_latencies(model: Any, settings: CheckSettings, hw: tuple[int, int]) -> dict[str, dict[str, Any]]:
+def torch_cuda_latencies(
+    model: Any, settings: CheckSettings, hw: tuple[int, int]
+) -> dict[str, dict[str, Any]]:
     """`torch_cuda_latency` in FP32 and FP16 at the settings' batches: {"fp32": stats | {"error"}, "fp16": ...}."""
     out: dict[str, dict[str, Any]] = {}
     for name in ("fp32", "fp16"):
         try:
-            out[name] = torch_cuda_latency(model, settings.latency_batches, name, settings.warmup, settings.iters, hw=hw)
+            out[name] = torch_cuda_latency(
+                model, settings.latency_batches, name, settings.warmup, settings.iters, hw=hw
+            )
         except Exception as e:  # noqa: BLE001 - one dtype failing must not hide the other
             out[name] = {"error": f"{type(e).__name__}: {e}"}
     return out

@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from deploy.environment import probe_gpu_environment
 from deploy.onnx_fp16 import convert_onnx_to_fp16
 from deploy.tensorrt_logs import parse_engine_layers, parse_sparsity_log
 from deploy.tensorrt_plan import BuildPlan, trt_major_version
@@ -36,8 +37,6 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except Exception as e:  # noqa: BLE001 - missing package and missing shared libraries read the same to users
-        from deploy.environment import probe_gpu_environment
-
         reason = probe_gpu_environment()["tensorrt"]["error"] or f"{type(e).__name__}: {e}"
         raise BackendUnavailable(f"TensorRT is unavailable: {reason}") from None
     return trt
@@ -96,8 +95,6 @@ def _enum(trt_enum: Any, name: str, what: str, trt_version: str) -> Any:
 
 
 def _gpu_identity() -> dict[str, Any] | None:
-    from deploy.environment import probe_gpu_environment
-
     gpu = probe_gpu_environment()["gpu"]
     return None if gpu is None else {"name": gpu["name"], "sm": gpu["sm"]}
 

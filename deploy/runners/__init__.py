@@ -54,5 +54,3 @@ def get_runner(name: str, *args: Any, **kwargs: Any) -> InferenceRunner:
     if name not in RUNNERS:
         raise PipelineError(f"Unknown runner '{name}'. Available: {', '.join(sorted(RUNNERS))}")
     return RUNNERS[name](*args, **kwargs)
-
-

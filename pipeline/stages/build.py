@@ -12,7 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from deploy.engine_build import ENGINE_KINDS, build_and_check_engines, engine_files
-from deploy.engine_check import check_ort_gpu, check_settings_from_config, load_reference, torch_cuda_latencies
+from deploy.engine_check import (
+    check_ort_gpu,
+    check_settings_from_config,
+    load_reference,
+    torch_cuda_latencies,
+)
 from deploy.environment import probe_gpu_environment, tensorrt_skip_reason
 from pipeline.artifacts import atomic_write_json
 from pipeline.models.hardened import load_hardened_model
@@ -25,14 +30,24 @@ def run(ctx: StageContext) -> StageRecord:
     onnx_path, model_path = ctx.run.path("export", "model.onnx"), ctx.run.path("harden", "model.pt")
     reference = load_reference(ctx.run.path("validate"), model_path)
     settings = check_settings_from_config(cfg)
-    ort_gpu = check_ort_gpu(onnx_path, "CUDAExecutionProvider", cfg.build.precision == "fp16", reference,
-                            settings, ctx.out / "ort_cache", probe, enabled=cfg.build.ort_gpu)
+    ort_gpu = check_ort_gpu(
+        onnx_path,
+        "CUDAExecutionProvider",
+        cfg.build.precision == "fp16",
+        reference,
+        settings,
+        ctx.out / "ort_cache",
+        probe,
+        enabled=cfg.build.ort_gpu,
+    )
     report: dict[str, Any] = {"environment": probe, "ort_gpu": ort_gpu}
     reason = tensorrt_skip_reason(probe)
     if reason is not None:
         report |= {"status": "skipped", "reason": reason}
         atomic_write_json(ctx.out / "report.json", report)
-        return StageRecord(status="skipped", reason=reason, outputs=["report.json"], summary={"status": "skipped"})
+        return StageRecord(
+            status="skipped", reason=reason, outputs=["report.json"], summary={"status": "skipped"}
+        )
 
     report |= build_and_check_engines(cfg, onnx_path, ctx.out, reference, probe, settings=settings)
     hw = (cfg.data.height, cfg.data.width)
