@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.metrics.evaluate import metrics_from_outputs
+
 MetricsFn = Callable[
     [Mapping[str, np.ndarray], Mapping[str, np.ndarray], list[str], int], dict[str, dict[str, float]]
 ]
@@ -196,15 +198,14 @@ def task_parity(
         num_classes: Segmentation classes.
         metric_atol: If given, a task passes when every |metric delta| is within it (per metric name, with
             "default", or one value); otherwise `passed` is None.
-        metrics_fn: Override of `pipeline.metrics.evaluate.metrics_from_outputs` (imported when needed).
+        metrics_fn: Override of `pipeline.metrics.evaluate.metrics_from_outputs`.
 
     Returns:
         `{task: {"ref": {metric: v}, "test": {...}, "delta": {metric: test - ref}, "agreement": {...},
         "passed": bool | None}}`; agreement holds seg `argmax_agreement_pct`, normal
         `mean_angle_diff_deg` or depth `mean_abs_diff`/`max_abs_diff`.
     """
-    if metrics_fn is None:
-        from pipeline.metrics.evaluate import metrics_from_outputs as metrics_fn  # written alongside deploy
+    metrics_fn = metrics_fn or metrics_from_outputs
     tasks = list(tasks)
     ref_m = metrics_fn(ref_outputs, targets, tasks, num_classes)
     test_m = metrics_fn(test_outputs, targets, tasks, num_classes)

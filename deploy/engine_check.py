@@ -1,148 +1,207 @@
-"""Engine checks for the build stage: runtime vs reference outputs, task-metric parity, latency per batch size.
+"""Engine checks: a runtime (TensorRT engine or ONNX Runtime GPU) against the validate stage's saved reference.
 
-`run_engine_checks` is runner-agnostic (default `TensorRTRunner`); it has run on the CPU machine only with stand-in
-runners in unit tests, never with a real engine (no TensorRT anywhere here, environment.md §4). `torch_cuda_latency`
-needs a CUDA device and has not run on one by this project's tests; without CUDA it raises `BackendUnavailable`.
+`run_engine_checks` judges outputs with `deploy.runtime_check` (the rule validate uses) and times the runtime per
+batch size. It is runner-agnostic (default `TensorRTRunner`) and has run on the CPU machine only with the TensorRT
+test double, never with a real engine. `torch_cuda_latency` needs a CUDA device; without one it raises
+`BackendUnavailable`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import logging
+import math
+import traceback
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from pipeline.errors import BackendUnavailable, PipelineError
+from deploy.environment import cuda_skip_reason
+from deploy.io import load_npz
+from deploy.latency import latency_stats, measure
+from deploy.ort_gpu import OrtGpuRunner, ort_gpu_skip_reason
+from deploy.runners import TensorRTRunner
+from deploy.runtime_check import Tolerances, check_runtime_against_reference
+from pipeline.checkpoint import load_checkpoint
+from pipeline.config import RunConfig
+from pipeline.errors import BackendUnavailable
 
-log = logging.getLogger(__name__)
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+@dataclass(frozen=True)
+class CheckSettings:
+    """How an engine is judged and timed: tolerances, the accuracy-pass batch size, latency batches and counts."""
+
+    atol: Mapping[str, float]
+    rtol: float
+    miou_tol: float
+    batch_size: int
+    latency_batches: tuple[int, ...]
+    warmup: int
+    iters: int
+
+    @property
+    def tolerances(self) -> Tolerances:
+        # Engines run in FP16: only mIoU is judged (in points); other metric deltas are reported, not judged.
+        return Tolerances(self.atol, self.rtol, {"miou": float(self.miou_tol), "default": math.inf})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def _batch(inputs: Mapping[str, np.ndarray], b: int) -> dict[str, np.ndarray]:
+def check_settings_from_config(
+    cfg: RunConfig,
+    *,
+    latency_batches: Iterable[int] | None = None,
+    warmup: int | None = None,
+    iters: int | None = None,
+) -> CheckSettings:
+    """The run's engine-check settings; the keyword arguments override the build section's timing fields.
+
+    The accuracy pass uses validate.batch_size (the chunks the reference was produced in), capped at
+    build.max_batch so every chunk fits the engine's optimisation profile; rtol is validate.rtol.
+    """
+    b = cfg.build
+    return CheckSettings(
+        atol=dict(b.atol),
+        rtol=float(cfg.validate.rtol),
+        miou_tol=float(b.miou_tol),
+        batch_size=min(int(cfg.validate.batch_size), int(b.max_batch)),
+        latency_batches=tuple(
+            int(x) for x in (b.latency_batches if latency_batches is None else latency_batches)
+        ),
+        warmup=int(b.warmup if warmup is None else warmup),
+        iters=int(b.iters if iters is None else iters),
+    )
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """What the validate and harden stages saved for judging a runtime in another process."""
+
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+    targets: Mapping[str, np.ndarray] | None
+    tasks: tuple[str, ...]
+    num_classes: int
+    two_four_layers: tuple[str, ...]
+    source: str  # file name of the reference outputs
+
+
+def load_reference(validate_dir: str | Path, hardened_checkpoint: str | Path) -> ReferenceData:
+    """Saved inputs, reference outputs and targets, plus tasks, classes and 2:4 layers from harden/model.pt.
+
+    The reference is PyTorch's FP32 output (validate/outputs_torch.npz), the reference of every comparison in the
+    project and the file the build stage declares as its input.
+    """
+    val = Path(validate_dir)
+    ref_file = val / "outputs_torch.npz"
+    ckpt = load_checkpoint(Path(hardened_checkpoint), "hardened")
+    return ReferenceData(
+        inputs=load_npz(val / "inputs.npz"),
+        outputs=load_npz(ref_file),
+        targets=load_npz(val / "targets.npz") if (val / "targets.npz").exists() else None,
+        tasks=tuple(ckpt["tasks"]),
+        num_classes=int(ckpt["num_classes"]),
+        two_four_layers=tuple(ckpt.get("two_four_layers", [])),
+        source=ref_file.name,
+    )
+
+
+def _tiled(inputs: Mapping[str, np.ndarray], b: int) -> dict[str, np.ndarray]:
     """First b samples of every input, repeating samples when fewer than b were saved."""
-    out = {}
-    for name, arr in inputs.items():
-        n = arr.shape[0]
-        idx = np.arange(b) % n
-        out[name] = np.ascontiguousarray(arr[idx])
+    return {name: np.ascontiguousarray(arr[np.arange(b) % arr.shape[0]]) for name, arr in inputs.items()}
+
+
+def _cuda_sync() -> Callable[[], None] | None:
+    return torch.cuda.synchronize if torch.cuda.is_available() else None
+
+
+def _latency(runner: Any, inputs: Mapping[str, np.ndarray], settings: CheckSettings) -> dict[str, Any]:
+    """End-to-end (host arrays) and, on CUDA with a runner that has `infer_torch`, device-resident latency."""
+    sync = _cuda_sync()
+    out: dict[str, Any] = {}
+    for b in settings.latency_batches:
+        feed = _tiled(inputs, b)
+        e2e = measure(lambda feed=feed: runner.infer(feed), settings.warmup, settings.iters, sync=sync)
+        entry = {"end_to_end": latency_stats(e2e, b), "device": None}
+        if sync is not None and hasattr(runner, "infer_torch"):
+            dev = {k: torch.from_numpy(v).cuda() for k, v in feed.items()}
+            dev_ms = measure(
+                lambda dev=dev: runner.infer_torch(dev), settings.warmup, settings.iters, sync=sync
+            )
+            entry["device"] = latency_stats(dev_ms, b)
+        out[str(b)] = entry
     return out
-
-
-def _agreement(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> dict[str, dict]:
-    """Ground-truth-free task agreement (seg argmax, normal angle, depth difference) per reference head."""
-    from deploy.compare import runtime_agreement  # the same numbers task_parity reports as "agreement"
-
-    return {
-        task: runtime_agreement(task, ref, outputs[task])
-        for task, ref in reference.items()
-        if task in outputs
-    }
 
 
 def run_engine_checks(
     engine_path: str | Path,
-    inputs: Mapping[str, np.ndarray],
-    reference: Mapping[str, np.ndarray],
-    targets: Mapping[str, np.ndarray] | None,
-    tasks: Iterable[str],
-    num_classes: int,
-    atol: Mapping[str, float],
-    rtol: float,
-    latency_batches: Iterable[int],
-    warmup: int,
-    iters: int,
-    *,
-    batch_size: int = 8,
-    miou_tol: float | None = None,
+    reference: ReferenceData,
+    settings: CheckSettings,
     runner_factory: Callable[[Path], Any] | None = None,
 ) -> dict[str, Any]:
-    """Run an engine on saved validation inputs; compare heads, task metrics and time it per batch size.
+    """Run an engine on the saved inputs, judge it against the reference and time it per batch size.
 
     Args:
         engine_path: the engine (or any artifact `runner_factory` accepts).
-        inputs: name -> `[N, ...]` arrays saved by the validate stage.
-        reference: head -> `[N, ...]` reference outputs (ONNX Runtime CPU) for the same inputs.
-        targets: task -> ground truth for metric parity, or None to skip metrics.
-        tasks, num_classes: passed to `pipeline.metrics.evaluate.metrics_from_outputs`.
-        atol, rtol: per-head tolerances (with a "default" key) for `deploy.compare.compare_outputs`.
-        latency_batches: batch sizes to time; each must lie within the engine's profile.
-        warmup, iters: per batch size, for `deploy.latency.measure`.
-        batch_size: chunk size for the accuracy pass (within the engine's profile).
-        miou_tol: allowed |Δ mIoU| in points (BuildConfig.miou_tol) for `metrics_passed`; None: unjudged.
         runner_factory: builds the runner from `engine_path` (default `TensorRTRunner`).
 
     Returns:
-        {"engine", "samples", "comparisons" (OutputComparison dicts), "elementwise_passed", "agreement" (per task,
-        no ground truth needed), "task_parity" (`deploy.compare.task_parity` or None without targets),
-        "metrics_passed" (None unless miou_tol and targets), "latency": {batch: {"end_to_end": stats,
-        "device": stats of device-resident runs (CUDA and a runner with `infer_torch`) or None}}}.
+        `deploy.runtime_check.judge_outputs`'s verdict ("heads", "heads_passed", "agreement", "parity",
+        "metrics_agree", "passed") plus "engine", "samples" and "latency": {batch: {"end_to_end": stats,
+        "device": stats of device-resident runs (CUDA and a runner with `infer_torch`) or None}}.
     """
-    from deploy.compare import compare_outputs, task_parity
-    from deploy.latency import latency_stats, measure
-    from deploy.runners import run_batched
-
-    if runner_factory is None:
-        from deploy.tensorrt_runner import TensorRTRunner
-
-        runner_factory = TensorRTRunner
-    if not inputs:
-        raise PipelineError("run_engine_checks got no inputs; run `pipeline run validate` to save them")
     engine_path = Path(engine_path)
-    sync = _cuda_sync()
+    factory = runner_factory or TensorRTRunner
     result: dict[str, Any] = {
         "engine": str(engine_path),
-        "samples": int(next(iter(inputs.values())).shape[0]),
+        "samples": len(next(iter(reference.inputs.values()), [])),
     }
-    with runner_factory(engine_path) as runner:
-        outputs = run_batched(runner, inputs, batch_size)
-        missing = sorted(set(reference) - set(outputs))
-        if missing:
-            raise PipelineError(f"engine outputs {sorted(outputs)} lack reference head(s) {missing}")
-        comparisons = compare_outputs(reference, outputs, atol=atol, rtol=rtol)
-        result["comparisons"] = [_as_dict(c) for c in comparisons]
-        result["elementwise_passed"] = all(bool(c) for c in comparisons)
-        result["agreement"] = _agreement(reference, outputs)
-        result["task_parity"], result["metrics_passed"] = None, None
-        if targets is not None:
-            metric_atol = None if miou_tol is None else {"miou": float(miou_tol), "default": float("inf")}
-            parity = task_parity(
-                reference, outputs, targets, list(tasks), num_classes, metric_atol=metric_atol
-            )
-            result["task_parity"] = parity
-            if metric_atol is not None:
-                result["metrics_passed"] = all(bool(t["passed"]) for t in parity.values())
-        result["latency"] = {}
-        for b in latency_batches:
-            feed = _batch(inputs, int(b))
-            e2e = measure(lambda feed=feed: runner.infer(feed), warmup, iters, sync=sync)
-            entry = {"end_to_end": latency_stats(e2e, int(b)), "device": None}
-            if sync is not None and hasattr(runner, "infer_torch"):
-                import torch
-
-                dev = {k: torch.from_numpy(v).cuda() for k, v in feed.items()}
-                dev_ms = measure(lambda dev=dev: runner.infer_torch(dev), warmup, iters, sync=sync)
-                entry["device"] = latency_stats(dev_ms, int(b))
-            result["latency"][str(int(b))] = entry
+    with factory(engine_path) as runner:
+        _, verdict = check_runtime_against_reference(
+            runner,
+            reference.inputs,
+            reference.outputs,
+            reference.targets,
+            reference.tasks,
+            reference.num_classes,
+            settings.tolerances,
+            settings.batch_size,
+        )
+        result |= verdict
+        result["latency"] = _latency(runner, reference.inputs, settings)
     return result
 
 
-def _cuda_sync() -> Callable[[], None] | None:
+def check_ort_gpu(
+    onnx_path: str | Path,
+    provider: str,
+    fp16: bool,
+    reference: ReferenceData,
+    settings: CheckSettings,
+    cache_dir: str | Path,
+    probe: dict[str, Any] | None = None,
+    enabled: bool = True,
+) -> dict[str, Any]:
+    """The ONNX Runtime GPU route for one provider: {"status": skipped|ok|failed|error, ...}; never raises.
+
+    `enabled` is build.ort_gpu; when the route cannot run here, that reason is reported before the setting.
+    """
+    reason = ort_gpu_skip_reason(provider, probe) or (None if enabled else "build.ort_gpu is false")
+    if reason:
+        return {"status": "skipped", "reason": reason}
     try:
-        import torch
-    except Exception:  # noqa: BLE001
-        return None
-    return torch.cuda.synchronize if torch.cuda.is_available() else None
+        checks = run_engine_checks(
+            onnx_path, reference, settings, lambda p: OrtGpuRunner(p, provider, fp16, cache_dir)
+        )
+    except Exception as e:  # noqa: BLE001 - one failing route must not hide the others
+        return {"status": "error", "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    return {"status": "ok" if checks["passed"] else "failed", "provider": provider, "checks": checks}
 
 
 def torch_cuda_latency(
@@ -159,24 +218,18 @@ def torch_cuda_latency(
     """PyTorch CUDA reference latency (eager, inference mode) per batch size, on a copy of `model`.
 
     Args:
-        dtype: torch.float32 / torch.float16 or "fp32" / "fp16".
+        dtype: torch.float32 / torch.float16 or "fp32" / "fp16" / "bf16".
         hw: input height and width.
 
     Raises:
         BackendUnavailable: no CUDA device (the message says why; see `deploy.environment.cuda_skip_reason`).
     """
-    import torch
-
-    from deploy.latency import latency_stats, measure
-
     if not torch.cuda.is_available():
-        from deploy.environment import cuda_skip_reason
-
         raise BackendUnavailable(
             f"PyTorch CUDA latency needs a GPU: {cuda_skip_reason() or 'no CUDA device'}"
         )
     if isinstance(dtype, str):
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+        dtype = TORCH_DTYPES[dtype]
     net = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
     out: dict[str, dict[str, Any]] = {}
     with torch.inference_mode():
@@ -184,4 +237,19 @@ def torch_cuda_latency(
             x = torch.rand(int(b), channels, hw[0], hw[1], device=device, dtype=dtype)
             samples = measure(lambda x=x: net(x), warmup, iters, sync=torch.cuda.synchronize)
             out[str(int(b))] = latency_stats(samples, int(b))
+    return out
+
+
+def torch_cuda_latencies(
+    model: Any, settings: CheckSettings, hw: tuple[int, int]
+) -> dict[str, dict[str, Any]]:
+    """`torch_cuda_latency` in FP32 and FP16 at the settings' batches: {"fp32": stats | {"error"}, "fp16": ...}."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in ("fp32", "fp16"):
+        try:
+            out[name] = torch_cuda_latency(
+                model, settings.latency_batches, name, settings.warmup, settings.iters, hw=hw
+            )
+        except Exception as e:  # noqa: BLE001 - one dtype failing must not hide the other
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
     return out

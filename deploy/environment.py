@@ -1,8 +1,8 @@
 """Probe the GPU-side environment: TensorRT, CUDA through torch, the onnxruntime flavour and its providers.
 
 Nothing here needs a GPU or TensorRT to import or run: every probe catches what is missing and reports it as data.
-On the CPU development/CI machine only the "missing" branches have ever run (no GPU, no TensorRT; see
-`../shared/docs/environment.md` §1 and §4). The "present" branches use only documented calls
+On the CPU development/CI machine only the "missing" branches have ever run (no GPU, no TensorRT). The
+"present" branches use only documented calls
 (`torch.cuda.get_device_name`, `torch.cuda.get_device_capability`, `onnxruntime.get_available_providers`,
 `tensorrt.__version__`) and are exercised in unit tests by monkeypatching those calls, not on real hardware.
 """
@@ -15,6 +15,9 @@ import importlib.util
 import logging
 import platform
 from typing import Any
+
+import onnxruntime as ort
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +70,6 @@ def _probe_torch_cuda() -> tuple[dict[str, Any], dict[str, Any] | None]:
         "device_count": 0,
         "error": None,
     }
-    try:
-        import torch
-    except Exception as e:  # noqa: BLE001
-        torch_info["error"] = f"torch fails to import: {e}"
-        return torch_info, None
     torch_info.update(
         installed=True, version=torch.__version__, cuda_build=getattr(torch.version, "cuda", None)
     )
@@ -113,11 +111,6 @@ def _probe_onnxruntime() -> dict[str, Any]:
             out["distributions"].append(f"{dist}=={importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    try:
-        import onnxruntime as ort
-    except Exception as e:  # noqa: BLE001
-        out["error"] = f"onnxruntime fails to import: {e}"
-        return out
     providers = list(ort.get_available_providers())
     out.update(installed=True, version=getattr(ort, "__version__", None), providers=providers)
     gpu_eps = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}

@@ -1,7 +1,7 @@
 """ONNX Runtime on the GPU (CUDA or TensorRT execution provider), refusing the silent CPU fallback.
 
 onnxruntime-gpu creates a session even when CUDA/cuDNN/TensorRT libraries are missing and then runs on CPU, only
-logging an error (environment.md §4). `make_gpu_session` therefore checks `session.get_providers()` and raises
+logging an error. `make_gpu_session` therefore checks `session.get_providers()` and raises
 `BackendUnavailable` when the requested provider is not active.
 
 What has run: on the CPU machine only the refusal paths (CPU-only onnxruntime, or a monkeypatched session that
@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from deploy.environment import cuda_skip_reason, probe_gpu_environment
+from deploy.onnx_fp16 import convert_onnx_to_fp16
 from deploy.runners import OnnxrtRunner
 from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineError
 
@@ -25,6 +27,7 @@ GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def _ort() -> Any:
+    """onnxruntime, looked up when the GPU route runs: there it is the optional onnxruntime-gpu build."""
     try:
         import onnxruntime as ort
     except Exception as e:  # noqa: BLE001
@@ -36,8 +39,6 @@ def ort_gpu_skip_reason(
     provider: str = "CUDAExecutionProvider", probe: dict[str, Any] | None = None
 ) -> str | None:
     """Why the ONNX Runtime GPU route cannot run here, or None when it may (the session check still applies)."""
-    from deploy.environment import probe_gpu_environment
-
     if provider not in GPU_PROVIDERS:
         return f"unknown GPU provider {provider!r} (expected one of {', '.join(GPU_PROVIDERS)})"
     probe = probe or probe_gpu_environment()
@@ -50,8 +51,6 @@ def ort_gpu_skip_reason(
             f"{provider} (available: {', '.join(o['providers'])}); install onnxruntime-gpu in place of onnxruntime"
         )
     if probe["gpu"] is None:
-        from deploy.environment import cuda_skip_reason
-
         return cuda_skip_reason(probe) or "no CUDA device"
     if provider == "TensorrtExecutionProvider" and not probe["tensorrt"]["installed"]:
         return "TensorrtExecutionProvider needs the TensorRT libraries: " + (
@@ -113,8 +112,6 @@ def make_gpu_session(
     cache.mkdir(parents=True, exist_ok=True)
     model_path = path
     if fp16 and provider == "CUDAExecutionProvider":
-        from deploy.onnx_fp16 import convert_onnx_to_fp16
-
         model_path = cache / f"{path.stem}.fp16.onnx"
         convert_onnx_to_fp16(path, model_path, keep_io_types=True)
     preload = getattr(ort, "preload_dlls", None)

@@ -1,7 +1,7 @@
 """TensorRT engine build: the code that actually calls TensorRT, carrying out a `deploy.tensorrt_plan.BuildPlan`.
 
 `build_engine` has **never run against real TensorRT**: TensorRT cannot be installed on any machine available to
-this project (`../shared/docs/environment.md` §4). Its call sequence follows the TensorRT 10/11 Python API docs and
+this project. Its call sequence follows the TensorRT 10/11 Python API docs and
 is checked only against `tests/unit/deploy/fake_tensorrt.py`, a recording stand-in that proves the wiring (which
 calls, which arguments, which files) and nothing about TensorRT's behaviour. Facts still marked [unverified] in
 `peers.md` §2.5 (SPARSE_WEIGHTS and the workspace pool on 11.x) stay unverified. The pure parts it relies on
@@ -13,17 +13,17 @@ calls, which arguments, which files) and nothing about TensorRT's behaviour. Fac
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from deploy.environment import probe_gpu_environment
 from deploy.onnx_fp16 import convert_onnx_to_fp16
 from deploy.tensorrt_logs import parse_engine_layers, parse_sparsity_log
 from deploy.tensorrt_plan import BuildPlan, trt_major_version
-from pipeline.artifacts import atomic_write_bytes, sha256_file
+from pipeline.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineError
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except Exception as e:  # noqa: BLE001 - missing package and missing shared libraries read the same to users
-        from deploy.environment import probe_gpu_environment
-
         reason = probe_gpu_environment()["tensorrt"]["error"] or f"{type(e).__name__}: {e}"
         raise BackendUnavailable(f"TensorRT is unavailable: {reason}") from None
     return trt
@@ -47,6 +45,7 @@ class _LogSink:
     """Receives TensorRT log lines: writes all to a file, keeps sparsity lines and recent problems in memory."""
 
     def __init__(self, path: Path | None):
+        self.path = path
         self.fh = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115 - closed in close()
         self.sparsity: list[str] = []
         self.problems: deque[str] = deque(maxlen=30)
@@ -96,8 +95,6 @@ def _enum(trt_enum: Any, name: str, what: str, trt_version: str) -> Any:
 
 
 def _gpu_identity() -> dict[str, Any] | None:
-    from deploy.environment import probe_gpu_environment
-
     gpu = probe_gpu_environment()["gpu"]
     return None if gpu is None else {"name": gpu["name"], "sm": gpu["sm"]}
 
@@ -174,41 +171,15 @@ def build_engine(
 
     sink = _LogSink(log_file)
     try:
-        logger = _make_logger(trt, sink)  # must outlive every TensorRT object created from it
-        builder = trt.Builder(logger)
-        net_flags = 0
-        for name in plan.network_flags:
-            net_flags |= 1 << int(
-                _enum(trt.NetworkDefinitionCreationFlag, name, "NetworkDefinitionCreationFlag", installed)
-            )
-        network = builder.create_network(net_flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(parse_path)):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise PipelineError(f"TensorRT could not parse {parse_path}: {errors or 'no parser error given'}")
-        config = _configure(trt, builder, network, plan)
-        cache, cache_loaded = _load_timing_cache(config, cache_path)
-        t0 = time.perf_counter()
-        serialized = builder.build_serialized_network(network, config)
-        build_seconds = time.perf_counter() - t0
-        if serialized is None:
-            raise PipelineError(
-                f"TensorRT failed to build {engine_path.name}: "
-                f"{' | '.join(list(sink.problems)[-3:]) or 'no error logged'} (log: {log_file})"
-            )
-        cache_bytes = bytes(config.get_timing_cache().serialize())
-        atomic_write_bytes(cache_path, cache_bytes)
-        engine_bytes = bytes(serialized)
-        atomic_write_bytes(engine_path, engine_bytes)
-        inspector = _inspect(trt, logger, engine_bytes, engine_path)
+        built = _build_serialized(trt, plan, parse_path, engine_path, cache_path, sink)
     finally:
         sink.close()
 
     sparsity = parse_sparsity_log(sink.sparsity)
     sidecar = {
         "engine": engine_path.name,
-        "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
-        "engine_bytes": len(engine_bytes),
+        "engine_sha256": hashlib.sha256(built["engine_bytes"]).hexdigest(),
+        "engine_bytes": len(built["engine_bytes"]),
         "tensorrt_version": installed,
         "gpu": _gpu_identity(),
         "strategy": plan.strategy,
@@ -223,22 +194,58 @@ def build_engine(
         "parsed_onnx": str(parse_path),
         "parsed_onnx_sha256": sha256_file(parse_path),
         "fp16_conversion": fp16_stats,
-        "build_seconds": round(build_seconds, 3),
+        "build_seconds": round(built["build_seconds"], 3),
         "timing_cache": {
             "path": str(cache_path),
-            "loaded_bytes": cache_loaded,
-            "saved_bytes": len(cache_bytes),
+            "loaded_bytes": built["cache_loaded"],
+            "saved_bytes": len(built["cache_bytes"]),
         },
         "log": str(log_file),
         "log_lines": sink.count,
         "sparsity": sparsity,
-        "inspector": inspector,
+        "inspector": built["inspector"],
         "notes": list(plan.notes),
     }
-    atomic_write_bytes(
-        engine_path.with_name(engine_path.name + ".json"), (json.dumps(sidecar, indent=2) + "\n").encode()
-    )
+    atomic_write_json(engine_path.with_name(engine_path.name + ".json"), sidecar)
     return sidecar
+
+
+def _build_serialized(
+    trt: Any, plan: BuildPlan, parse_path: Path, engine_path: Path, cache_path: Path, sink: _LogSink
+) -> dict[str, Any]:
+    """Parse, configure, build; write the engine and timing cache; inspect. Returns bytes, timings, inspector."""
+    logger = _make_logger(trt, sink)  # must outlive every TensorRT object created from it
+    builder = trt.Builder(logger)
+    net_flags = 0
+    for name in plan.network_flags:
+        flag = _enum(trt.NetworkDefinitionCreationFlag, name, "NetworkDefinitionCreationFlag", plan.trt_version)
+        net_flags |= 1 << int(flag)
+    network = builder.create_network(net_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(parse_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise PipelineError(f"TensorRT could not parse {parse_path}: {errors or 'no parser error given'}")
+    config = _configure(trt, builder, network, plan)
+    _, cache_loaded = _load_timing_cache(config, cache_path)
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - t0
+    if serialized is None:
+        raise PipelineError(
+            f"TensorRT failed to build {engine_path.name}: "
+            f"{' | '.join(list(sink.problems)[-3:]) or 'no error logged'} (log: {sink.path})"
+        )
+    cache_bytes = bytes(config.get_timing_cache().serialize())
+    atomic_write_bytes(cache_path, cache_bytes)
+    engine_bytes = bytes(serialized)
+    atomic_write_bytes(engine_path, engine_bytes)
+    return {
+        "engine_bytes": engine_bytes,
+        "cache_bytes": cache_bytes,
+        "cache_loaded": cache_loaded,
+        "build_seconds": build_seconds,
+        "inspector": _inspect(trt, logger, engine_bytes, engine_path),
+    }
 
 
 def _inspect(trt: Any, logger: Any, engine_bytes: bytes, engine_path: Path) -> dict[str, Any]:

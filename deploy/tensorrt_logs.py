@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 _ELIGIBLE_MARK = "(Sparsity) Layers eligible for sparse math:"
 _PICKED_MARK = "(Sparsity) TRT inference plan picked sparse implementation for layers:"
 
@@ -109,8 +111,6 @@ def onnx_node_layer_map(onnx_path: str | Path) -> dict[str, str]:
     The dynamo exporter names nodes "node_conv2d_3", which carries no module path; TensorRT names its layers after
     these node names, so this map is what lets `sparse_layer_report` attribute TensorRT layers to modules.
     """
-    import onnx
-
     model = onnx.load(str(onnx_path), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
     out = {}

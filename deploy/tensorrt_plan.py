@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from pipeline.config import BuildConfig
 from pipeline.errors import MissingArtifactError, PipelineError
 
@@ -82,8 +84,6 @@ def trt_major_version(version: str) -> int:
 
 def onnx_input_shapes(onnx_path: str | Path) -> dict[str, list[int | str]]:
     """Graph inputs (initializers excluded) -> dims, a dim_param name (str) where a dim is symbolic."""
-    import onnx
-
     path = Path(onnx_path)
     if not path.exists():
         raise MissingArtifactError(f"ONNX model {path} does not exist; run `pipeline run export` first")

@@ -1,31 +1,32 @@
 #!/usr/bin/env python3
 """Every GPU-side check in one command, for whoever has a CUDA machine (with or without TensorRT).
 
-Steps: probe the environment; make (or reuse) a small run with 2:4 hardening up to `validate` on CPU-cheap
-settings; build dense and sparse FP16 TensorRT engines from the same ONNX (when TensorRT and CUDA exist) and check
-them against the saved ONNX Runtime outputs and, if saved, the targets; time PyTorch CUDA FP32/FP16; run the ONNX
-Runtime GPU route (CUDA and TensorRT providers) when onnxruntime-gpu works. Whatever cannot run is listed as
-skipped with the reason. Everything is written to `<run-dir>/gpu_check/` (engines, logs, `gpu_check.json`).
+Steps: probe the environment; make (or reuse) a run with 2:4 hardening up to `validate` (by default the demo
+preset's model, `scene_aspp`, trained only a few steps: the checks measure latency and runtime agreement, not
+accuracy); build dense and sparse TensorRT engines from the same ONNX (when TensorRT and CUDA exist) and check them
+against the saved reference with `deploy.engine_build.build_and_check_engines`, the same code as the build stage;
+time PyTorch CUDA FP32/FP16; run the ONNX Runtime GPU route (CUDA and TensorRT providers) when onnxruntime-gpu
+works. Whatever cannot run is listed as skipped with the reason. Everything is written to `<run-dir>/gpu_check/`
+(engines, logs, `gpu_check.json`).
 
-    python scripts/gpu_check.py                        # tiny run in runs/gpu_check, then all checks
+    python scripts/gpu_check.py                        # demo model, short training, in runs/gpu_check
+    python scripts/gpu_check.py --config tiny          # the seconds-scale test model instead
     python scripts/gpu_check.py --run-dir runs/demo    # reuse a run that has export/ and validate/
     python scripts/gpu_check.py --require-tensorrt     # missing TensorRT is an error (exit 1)
 
 Exit codes: 0 every check that ran passed (skips allowed); 1 an error, or --require-tensorrt without TensorRT;
 3 a tolerance or parity check failed.
 
-Status of this script: it has run on the CPU machine only (everything skipped; and with a fake tensorrt in unit
-tests). No real TensorRT build has ever run through it.
+Status of this script: it has run on the CPU machine only (everything skipped; and with the TensorRT test double
+in unit tests). No real TensorRT build has ever run through it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import subprocess
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,31 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from deploy.engine_build import ENGINE_KINDS, build_and_check_engines  # noqa: E402 - needs REPO on sys.path
+from deploy.engine_check import (  # noqa: E402
+    CheckSettings,
+    ReferenceData,
+    check_ort_gpu,
+    check_settings_from_config,
+    load_reference,
+    torch_cuda_latencies,
+)
+from deploy.environment import cuda_skip_reason, probe_gpu_environment, tensorrt_skip_reason  # noqa: E402
+from deploy.runners import TensorRTRunner  # noqa: E402
+from pipeline.artifacts import atomic_write_json  # noqa: E402
+from pipeline.config import RunConfig, load_config  # noqa: E402
+from pipeline.models.hardened import load_hardened_model  # noqa: E402
+
+# A fresh run: the demo model at the demo resolution (so latencies mean something), trained just long enough to
+# export; no dense reference run and a small procedural dataset keep it to a few CPU minutes.
+FRESH_RUN_OVERRIDES = (
+    "train.steps=40",
+    "train.checkpoint_every=20",
+    "dense_reference=null",
+    "data.num_train=64",
+    "data.num_val=32",
+)
 
 
 @dataclass
@@ -43,12 +69,37 @@ class Row:
     p50_ms: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RunFiles:
+    """The artifacts of a prepared run that the checks read."""
+
+    run: Path
+    cfg: RunConfig
+    onnx: Path
+    model_pt: Path
+    reference: ReferenceData
+
+    @classmethod
+    def load(cls, run: Path) -> RunFiles:
+        return cls(
+            run=run,
+            cfg=load_config(str(run / "config.yaml")),
+            onnx=run / "export" / "model.onnx",
+            model_pt=run / "harden" / "model.pt",
+            reference=load_reference(run / "validate", run / "harden" / "model.pt"),
+        )
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     p.add_argument("--run-dir", type=Path, default=None, help="reuse this run (needs export/ and validate/)")
-    p.add_argument("--config", default="tiny", help="preset or YAML for a fresh run (default: tiny)")
+    p.add_argument(
+        "--config",
+        default="demo",
+        help="preset or YAML for a fresh run (default: demo, shortened by FRESH_RUN_OVERRIDES)",
+    )
     p.add_argument("--pattern", default="2:4", help="harden.pattern for a fresh run (default: 2:4)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <run-dir>/gpu_check)")
     p.add_argument(
@@ -81,7 +132,12 @@ def _prepare_run(args: argparse.Namespace) -> Path:
         "--set",
         f'harden.pattern="{args.pattern}"',  # quoted: YAML 1.1 reads a bare 2:4 as the integer 124
     ]
-    if importlib.util.find_spec("onnxsim") is None:  # the GPU image has no onnxsim (environment.md §1)
+    if args.config == "demo":
+        for override in FRESH_RUN_OVERRIDES:
+            cmd += ["--set", override]
+    if (
+        importlib.util.find_spec("onnxsim") is None
+    ):  # GPU images often lack onnxsim; export without simplifying
         cmd += ["--set", "export.simplifier=none"]
     print("preparing run: pipeline " + " ".join(cmd[3:]), flush=True)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -91,182 +147,90 @@ def _prepare_run(args: argparse.Namespace) -> Path:
     return run
 
 
-def _artifacts(run: Path) -> dict[str, Any]:
-    from deploy.io import load_npz
-    from pipeline.config import load_config
-
-    cfg = load_config(str(run / "config.yaml"))
-    val = run / "validate"
-    ref_file = (
-        val / "outputs_onnxrt.npz" if (val / "outputs_onnxrt.npz").exists() else val / "outputs_torch.npz"
-    )
-    hardened = []
-    sparsity = run / "harden" / "sparsity.json"
-    if sparsity.exists():
-        hardened = [
-            la["name"]
-            for la in json.loads(sparsity.read_text()).get("layers", [])
-            if la.get("pattern") == "2:4"
-        ]
-    return {
-        "cfg": cfg,
-        "onnx": run / "export" / "model.onnx",
-        "inputs": load_npz(val / "inputs.npz"),
-        "reference": load_npz(ref_file),
-        "reference_file": ref_file.name,
-        "targets": load_npz(val / "targets.npz") if (val / "targets.npz").exists() else None,
-        "hardened_2to4": hardened,
-        "model_pt": run / "harden" / "model.pt",
-    }
-
-
 def _check_row(name: str, res: dict[str, Any]) -> Row:
-    fails = [c["name"] for c in res["comparisons"] if not c["passed"]]
-    worst = max(
-        res["comparisons"], key=lambda c: c["max_abs"] if c["max_abs"] == c["max_abs"] else float("inf")
-    )
-    detail = f"max_abs {worst['max_abs']:.3g} ({worst['name']})"
+    """One table row from a `run_engine_checks` result."""
+    heads = res["heads"]
+    fails = [h for h, c in heads.items() if not c["passed"]]
+    worst = max(heads, key=lambda h: float("inf") if heads[h]["max_abs"] is None else heads[h]["max_abs"])
+    max_abs = heads[worst]["max_abs"]
+    detail = f"max_abs {'nan' if max_abs is None else format(max_abs, '.3g')} ({worst})"
     if fails:
         detail = f"outside tolerance: {', '.join(fails)}; " + detail
-    if res.get("metrics_passed") is False:
+    if res["metrics_agree"] is False:
         detail += "; task metrics differ beyond build.miou_tol"
-    status = "ok" if not fails and res.get("metrics_passed") is not False else "FAILED"
     lat = {b: e["end_to_end"]["p50_ms"] for b, e in res["latency"].items()}
-    return Row(name, status, detail, lat)
-
-
-def _run_checks(a: dict[str, Any], args: argparse.Namespace, target: Path, factory: Any) -> dict[str, Any]:
-    from deploy.engine_check import run_engine_checks
-
-    b = a["cfg"].build
-    return run_engine_checks(
-        target,
-        a["inputs"],
-        a["reference"],
-        a["targets"],
-        a["cfg"].tasks,
-        a["cfg"].data.num_classes,
-        atol=b.atol,
-        rtol=a["cfg"].validate.rtol,
-        latency_batches=args.batch_list,
-        warmup=args.warmup_n,
-        iters=args.iters_n,
-        batch_size=min(b.opt_batch, b.max_batch),
-        miou_tol=b.miou_tol,
-        runner_factory=factory,
-    )
+    return Row(name, "ok" if res["passed"] else "FAILED", detail, lat)
 
 
 def _tensorrt_rows(
-    a: dict[str, Any], args: argparse.Namespace, env: dict, out: Path, report: dict
-) -> list[Row]:
-    from deploy.environment import sparse_note, tensorrt_skip_reason
-    from deploy.tensorrt_build import build_engine
-    from deploy.tensorrt_logs import onnx_node_layer_map, sparse_layer_report
-    from deploy.tensorrt_plan import plan_build
-    from deploy.tensorrt_runner import TensorRTRunner
-
+    run: RunFiles, settings: CheckSettings, env: dict, out: Path, device: str
+) -> tuple[list[Row], dict]:
+    cfg = run.cfg
     reason = tensorrt_skip_reason(env)
-    cfg = a["cfg"]
+    names = {kind: f"TensorRT {kind} {cfg.build.precision}" for kind, _ in ENGINE_KINDS}
     if reason:
-        return [Row(f"TensorRT {v} {cfg.build.precision}", "skipped", reason) for v in ("dense", "sparse")]
+        return [Row(names[k], "skipped", reason) for k in names], {"status": "skipped", "reason": reason}
+    res = build_and_check_engines(
+        cfg,
+        run.onnx,
+        out,
+        run.reference,
+        env,
+        settings=settings,
+        runner_factory=lambda p: TensorRTRunner(p, device=device),
+    )
     rows = []
-    hw = (cfg.data.height, cfg.data.width) if cfg.export.dynamic_hw else None
-    for variant, sparse in (("dense", False), ("sparse", True)):
-        name = f"TensorRT {variant} {cfg.build.precision}"
-        try:
-            plan = plan_build(
-                env["tensorrt"]["version"],
-                cfg.build,
-                a["onnx"],
-                sparse,
-                hw=hw,
-                timing_cache_path=out / "timing.cache",
+    for kind, entry in res["engines"].items():
+        if "error" in entry:
+            rows.append(Row(names[kind], "ERROR", entry["error"]))
+            continue
+        row = _check_row(names[kind], entry["checks"])
+        row.detail += f"; built in {entry['build']['build_seconds']:.1f}s"
+        rep = res["sparse_layers"]
+        if kind == "sparse" and rep is not None:
+            row.detail += (
+                f"; 2:4 layers {rep['hardened_2to4']}, eligible {rep['hardened_eligible']}, "
+                f"picked {rep['hardened_picked']}"
             )
-            side = build_engine(
-                plan, a["onnx"], out / f"{variant}.engine", log_path=out / f"{variant}.build.log"
-            )
-            res = _run_checks(
-                a, args, out / f"{variant}.engine", lambda p: TensorRTRunner(p, device=args.device)
-            )
-            row = _check_row(name, res)
-            row.detail += f"; built in {side['build_seconds']:.1f}s"
-            entry = {"build": side, "checks": res}
-            if sparse:
-                rep = sparse_layer_report(
-                    side["sparsity"]["eligible"],
-                    side["sparsity"]["picked"],
-                    a["hardened_2to4"],
-                    onnx_node_layer_map(a["onnx"]),
-                )
-                entry["sparse_layers"] = rep
-                row.detail += (
-                    f"; 2:4 layers {rep['hardened_2to4']}, eligible {rep['hardened_eligible']}, "
-                    f"picked {rep['hardened_picked']}"
-                )
-                if not a["hardened_2to4"]:
-                    row.detail += " (this run has no 2:4 layers; harden.pattern is not 2:4)"
-                note = sparse_note(env)
-                if note:
-                    row.detail += f"; note: {note}"
-            report["tensorrt"][variant] = entry
-        except Exception as e:  # noqa: BLE001 - one failing variant must not hide the others
-            report["tensorrt"][variant] = {"error": traceback.format_exc()}
-            row = Row(name, "ERROR", f"{type(e).__name__}: {e}")
+            if not run.reference.two_four_layers:
+                row.detail += " (this run has no 2:4 layers; harden.pattern is not 2:4)"
+            if res["note"]:
+                row.detail += f"; note: {res['note']}"
         rows.append(row)
-    return rows
+    return rows, res
 
 
-def _torch_rows(a: dict[str, Any], args: argparse.Namespace, env: dict, report: dict) -> list[Row]:
-    from deploy.engine_check import torch_cuda_latency
-    from deploy.environment import cuda_skip_reason
-
+def _torch_rows(run: RunFiles, settings: CheckSettings, env: dict) -> tuple[list[Row], dict]:
     reason = cuda_skip_reason(env)
     if reason:
-        return [Row(f"PyTorch CUDA {d}", "skipped", reason) for d in ("fp32", "fp16")]
-    from pipeline.models.hardened import load_hardened_model
-
-    rows = []
-    model, _ = load_hardened_model(a["model_pt"])
-    hw = tuple(a["inputs"][next(iter(a["inputs"]))].shape[-2:])
-    for dtype in ("fp32", "fp16"):
-        try:
-            stats = torch_cuda_latency(model, args.batch_list, dtype, args.warmup_n, args.iters_n, hw=hw)
-            report["torch_cuda"][dtype] = stats
-            rows.append(
-                Row(
-                    f"PyTorch CUDA {dtype}",
-                    "ok",
-                    f"eager, {env['gpu']['name']}",
-                    {b: s["p50_ms"] for b, s in stats.items()},
-                )
-            )
-        except Exception as e:  # noqa: BLE001
-            report["torch_cuda"][dtype] = {"error": traceback.format_exc()}
-            rows.append(Row(f"PyTorch CUDA {dtype}", "ERROR", f"{type(e).__name__}: {e}"))
-    return rows
+        return [Row(f"PyTorch CUDA {d}", "skipped", reason) for d in ("fp32", "fp16")], {}
+    model, _ = load_hardened_model(run.model_pt)
+    stats = torch_cuda_latencies(model, settings, (run.cfg.data.height, run.cfg.data.width))
+    rows = [
+        Row(f"PyTorch CUDA {d}", "ERROR", s["error"])
+        if "error" in s
+        else Row(
+            f"PyTorch CUDA {d}", "ok", f"eager, {env['gpu']['name']}", {b: x["p50_ms"] for b, x in s.items()}
+        )
+        for d, s in stats.items()
+    ]
+    return rows, stats
 
 
-def _ort_rows(a: dict[str, Any], args: argparse.Namespace, env: dict, out: Path, report: dict) -> list[Row]:
-    from deploy.ort_gpu import OrtGpuRunner, ort_gpu_skip_reason
-
-    rows = []
+def _ort_rows(run: RunFiles, settings: CheckSettings, env: dict, out: Path) -> tuple[list[Row], dict]:
+    rows, report = [], {}
+    fp16 = run.cfg.build.precision == "fp16"
     for provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        name = f"ORT {'CUDA' if provider.startswith('CUDA') else 'TensorRT'} EP fp16"
-        reason = ort_gpu_skip_reason(provider, env)
-        if reason:
-            rows.append(Row(name, "skipped", reason))
-            continue
-        try:
-            res = _run_checks(
-                a, args, a["onnx"], lambda p, pr=provider: OrtGpuRunner(p, pr, True, out / "ort_cache")
-            )
-            report["ort_gpu"][provider] = res
-            rows.append(_check_row(name, res))
-        except Exception as e:  # noqa: BLE001
-            report["ort_gpu"][provider] = {"error": traceback.format_exc()}
-            rows.append(Row(name, "ERROR", f"{type(e).__name__}: {e}"))
-    return rows
+        name = f"ORT {'CUDA' if provider.startswith('CUDA') else 'TensorRT'} EP {run.cfg.build.precision}"
+        res = check_ort_gpu(run.onnx, provider, fp16, run.reference, settings, out / "ort_cache", env)
+        report[provider] = res
+        if res["status"] == "skipped":
+            rows.append(Row(name, "skipped", res["reason"]))
+        elif res["status"] == "error":
+            rows.append(Row(name, "ERROR", res["reason"]))
+        else:
+            rows.append(_check_row(name, res["checks"]))
+    return rows, report
 
 
 def _print_table(rows: list[Row], batches: list[int]) -> None:
@@ -285,8 +249,6 @@ def _print_table(rows: list[Row], batches: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from deploy.environment import probe_gpu_environment, tensorrt_skip_reason
-
     env = probe_gpu_environment()
     gpu = env["gpu"]
     print(
@@ -300,34 +262,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: TensorRT is required but cannot run here: {trt_reason}", file=sys.stderr)
         return 1
     try:
-        run = _prepare_run(args)
-        a = _artifacts(run)
+        run = RunFiles.load(_prepare_run(args))
     except Exception as e:  # noqa: BLE001 - the script's one-line error for a run that cannot be prepared
         print(f"error: could not prepare a run: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    b = a["cfg"].build
-    args.batch_list = [int(x) for x in args.batches.split(",")] if args.batches else list(b.latency_batches)
-    args.warmup_n = b.warmup if args.warmup is None else args.warmup
-    args.iters_n = b.iters if args.iters is None else args.iters
-    out = args.out or run / "gpu_check"
+    batches = [int(x) for x in args.batches.split(",")] if args.batches else None
+    settings = check_settings_from_config(
+        run.cfg, latency_batches=batches, warmup=args.warmup, iters=args.iters
+    )
+    out = args.out or run.run / "gpu_check"
     out.mkdir(parents=True, exist_ok=True)
+    trt_rows, trt_report = _tensorrt_rows(run, settings, env, out, args.device)
+    torch_rows, torch_report = _torch_rows(run, settings, env)
+    ort_rows, ort_report = _ort_rows(run, settings, env, out)
+    rows = trt_rows + torch_rows + ort_rows
     report: dict[str, Any] = {
         "environment": env,
-        "run_dir": str(run),
-        "reference": a["reference_file"],
-        "tensorrt": {},
-        "torch_cuda": {},
-        "ort_gpu": {},
+        "run_dir": str(run.run),
+        "reference": run.reference.source,
+        "settings": settings.to_dict(),
+        "tensorrt": trt_report,
+        "torch_cuda": torch_report,
+        "ort_gpu": ort_report,
+        "rows": [r.__dict__ for r in rows],
     }
-    rows = (
-        _tensorrt_rows(a, args, env, out, report)
-        + _torch_rows(a, args, env, report)
-        + _ort_rows(a, args, env, out, report)
-    )
-    report["rows"] = [r.__dict__ for r in rows]
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"run: {run} | reference: validate/{a['reference_file']} | details: {out / 'gpu_check.json'}")
-    _print_table(rows, args.batch_list)
+    atomic_write_json(out / "gpu_check.json", report)
+    print(f"run: {run.run} | reference: validate/{run.reference.source} | details: {out / 'gpu_check.json'}")
+    _print_table(rows, list(settings.latency_batches))
     if any(r.status == "ERROR" for r in rows):
         return 1
     return 3 if any(r.status == "FAILED" for r in rows) else 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import onnxruntime
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploy.runners import OnnxrtRunner, TorchRunner, get_runner, run_batched
+from deploy.runners import OnnxrtRunner, TensorRTRunner, TorchRunner, get_runner, run_batched
 from pipeline.errors import BackendUnavailable, PipelineError
 
 TASKS = ("seg", "depth", "normal")
@@ -134,21 +133,16 @@ def test_run_batched_concatenates(onnx_path, feed):
         np.testing.assert_allclose(chunked[t], whole[t], atol=1e-6)
 
 
-def test_registry(net, onnx_path, monkeypatch):
+def test_registry(net, onnx_path, monkeypatch, tmp_path):
     assert isinstance(get_runner("torch", net), TorchRunner)
     assert isinstance(get_runner("onnxrt", onnx_path), OnnxrtRunner)
     with pytest.raises(PipelineError, match="^Unknown runner 'trt'. Available: onnxrt, tensorrt, torch$"):
         get_runner("trt")
 
-    fake = types.ModuleType("deploy.tensorrt_runner")
-
-    class FakeTensorRTRunner:
-        name = "tensorrt"
-
-        def __init__(self, engine_path, device="cuda:0"):
-            self.engine_path = engine_path
-
-    fake.TensorRTRunner = FakeTensorRTRunner
-    monkeypatch.setitem(sys.modules, "deploy.tensorrt_runner", fake)
-    runner = get_runner("tensorrt", "model.engine")
-    assert isinstance(runner, FakeTensorRTRunner) and runner.engine_path == "model.engine"
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not read: tensorrt is missing")
+    trt_runner = get_runner("tensorrt", engine, device="cpu")  # nothing is loaded before __enter__
+    assert isinstance(trt_runner, TensorRTRunner) and trt_runner.engine_path == engine
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # what a machine without TensorRT looks like
+    with pytest.raises(BackendUnavailable, match="TensorRT is unavailable"):
+        trt_runner.__enter__()

@@ -5,7 +5,6 @@ The fake (`fake_tensorrt.py`) proves our calls and files, not TensorRT's behavio
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import warnings
@@ -17,10 +16,7 @@ from deploy.tensorrt_build import build_engine
 from deploy.tensorrt_plan import plan_build, trt_major_version
 from pipeline.config import BuildConfig
 from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineError
-
-_spec = importlib.util.spec_from_file_location("fake_tensorrt", Path(__file__).with_name("fake_tensorrt.py"))
-fake_tensorrt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_tensorrt)
+from tests.fakes import fake_tensorrt
 
 TRT10, TRT11 = "10.13.0.35", "11.4.0.106"
 

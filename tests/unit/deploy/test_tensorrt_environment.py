@@ -5,19 +5,15 @@ Nothing here touched a GPU: CUDA "presence" is simulated by patching torch.cuda'
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
+import onnxruntime
 import pytest
 import torch
 
 from deploy.environment import cuda_skip_reason, probe_gpu_environment, sparse_note, tensorrt_skip_reason
-
-_spec = importlib.util.spec_from_file_location("fake_tensorrt", Path(__file__).with_name("fake_tensorrt.py"))
-fake_tensorrt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_tensorrt)
+from tests.fakes import fake_tensorrt
 
 
 def _fake_gpu(monkeypatch, cap=(9, 0), name="NVIDIA H100 80GB HBM3"):
@@ -100,8 +96,28 @@ def test_gpu_with_and_without_sparse_tensor_cores(monkeypatch):
 
 def test_onnxruntime_flavour_here():
     ort = probe_gpu_environment()["onnxruntime"]
-    assert ort["installed"] and "CPUExecutionProvider" in ort["providers"]
-    assert ort["flavour"] in ("cpu", "gpu", "other")
+    providers = onnxruntime.get_available_providers()
+    expected = "gpu" if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers) else (
+        "cpu" if set(providers) <= {"CPUExecutionProvider", "AzureExecutionProvider"} else "other"
+    )
+    assert ort["installed"] and ort["version"] == onnxruntime.__version__
+    assert ort["providers"] == providers and ort["flavour"] == expected
+
+
+@pytest.mark.parametrize(
+    "providers, flavour",
+    [
+        (["CPUExecutionProvider"], "cpu"),
+        (["AzureExecutionProvider", "CPUExecutionProvider"], "cpu"),
+        (["CUDAExecutionProvider", "CPUExecutionProvider"], "gpu"),
+        (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], "gpu"),
+        (["OpenVINOExecutionProvider", "CPUExecutionProvider"], "other"),
+    ],
+)
+def test_onnxruntime_flavour_from_providers(monkeypatch, providers, flavour):
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(providers))
+    ort = probe_gpu_environment()["onnxruntime"]
+    assert ort["providers"] == providers and ort["flavour"] == flavour
 
 
 def test_import_deploy_without_tensorrt():
@@ -109,8 +125,7 @@ def test_import_deploy_without_tensorrt():
     code = (
         "import sys; sys.modules['tensorrt'] = None\n"
         "import deploy.environment, deploy.tensorrt_build, deploy.tensorrt_plan, deploy.onnx_fp16, deploy.tensorrt_logs, "
-        "deploy.tensorrt_runner, deploy.ort_gpu, "
-        "deploy.engine_check\n"
+        "deploy.runners, deploy.ort_gpu, deploy.engine_check, deploy.engine_build, deploy.onnx_validation\n"
         "assert deploy.environment.probe_gpu_environment()['tensorrt']['installed'] is False"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -21,16 +22,15 @@ import yaml
 from torch import nn
 
 from deploy.io import save_npz
+from pipeline.checkpoint import save_checkpoint
 from pipeline.config import config_to_dict, load_config
+from tests.fakes import fake_tensorrt
 
 ROOT = Path(__file__).resolve().parents[3]
 _spec = importlib.util.spec_from_file_location("scripts_gpu_check", ROOT / "scripts" / "gpu_check.py")
 gpu_check = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("scripts_gpu_check", gpu_check)  # dataclasses look their module up there
 _spec.loader.exec_module(gpu_check)
-_fspec = importlib.util.spec_from_file_location("fake_tensorrt", Path(__file__).with_name("fake_tensorrt.py"))
-fake_tensorrt = importlib.util.module_from_spec(_fspec)
-_fspec.loader.exec_module(fake_tensorrt)
 
 H, W, C = 32, 40, 6
 
@@ -71,15 +71,10 @@ def run_dir(tmp_path_factory) -> Path:
         "depth": base,
         "normal": np.concatenate([(k + 1) * base for k in range(3)], 1),
     }
-    (run / "validate").mkdir()
     save_npz(run / "validate" / "inputs.npz", {"image": x})
-    save_npz(run / "validate" / "outputs_onnxrt.npz", ref)
-    (run / "harden").mkdir()
-    (run / "harden" / "sparsity.json").write_text(
-        json.dumps(
-            {"layers": [{"name": "backbone.0", "pattern": "2:4"}, {"name": "seg", "pattern": "dense"}]}
-        )
-    )
+    save_npz(run / "validate" / "outputs_torch.npz", ref)
+    save_checkpoint(run / "harden" / "model.pt", "hardened",
+                    {"tasks": ["seg", "depth", "normal"], "num_classes": C, "two_four_layers": ["backbone.0"]})
     return run
 
 
@@ -116,11 +111,9 @@ def test_require_tensorrt_exits_1(run_dir, no_gpu, capsys):
 
 
 def test_tensorrt_rows_with_fake(run_dir, tmp_path, monkeypatch, capsys):
-    import deploy.environment
-
     monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt.make_fake_tensorrt("10.13.0.35"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(deploy.environment, "tensorrt_skip_reason", lambda probe=None: None)
+    monkeypatch.setattr(gpu_check, "tensorrt_skip_reason", lambda probe=None: None)
     rc = gpu_check.main(
         [
             "--run-dir",
@@ -144,8 +137,25 @@ def test_tensorrt_rows_with_fake(run_dir, tmp_path, monkeypatch, capsys):
         "1",
         "2",
     }
-    sparse = report["tensorrt"]["sparse"]
-    assert sparse["build"]["flags"] == ["FP16", "SPARSE_WEIGHTS"]
-    assert sparse["sparse_layers"]["per_layer"]["backbone.0"]["eligible"] is True
+    trt_report = report["tensorrt"]
+    assert trt_report["engines"]["sparse"]["build"]["flags"] == ["FP16", "SPARSE_WEIGHTS"]
+    assert trt_report["sparse_layers"]["per_layer"]["backbone.0"]["eligible"] is True
     assert "2:4 layers 1, eligible 1, picked 1" in rows["TensorRT sparse fp16"]["detail"]
+    assert report["settings"]["rtol"] == load_config("tiny").validate.rtol
     assert (tmp_path / "dense.engine").exists() and (tmp_path / "timing.cache").exists()
+
+
+def test_fresh_run_is_the_demo_model(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen["cmd"] = cmd
+        return subprocess.CompletedProcess(cmd, 1, "", "stopped by the test")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        gpu_check._prepare_run(gpu_check._parse(["--run-dir", str(tmp_path / "fresh")]))
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("--config") + 1] == "demo"
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    assert "train.steps=40" in sets and "dense_reference=null" in sets and 'harden.pattern="2:4"' in sets

@@ -7,7 +7,6 @@ Does not prove anything about real TensorRT or CUDA streams: device="cpu" exists
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,14 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from deploy.engine_check import run_engine_checks, torch_cuda_latency
-from deploy.runners import get_runner
-from deploy.tensorrt_runner import TensorRTRunner
+from deploy.engine_check import CheckSettings, ReferenceData, run_engine_checks, torch_cuda_latency
+from deploy.runners import TensorRTRunner, get_runner
 from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineError
-
-_spec = importlib.util.spec_from_file_location("fake_tensorrt", Path(__file__).with_name("fake_tensorrt.py"))
-fake_tensorrt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fake_tensorrt)
+from tests.fakes import fake_tensorrt
 
 H, W = 8, 10
 
@@ -94,27 +89,14 @@ def test_run_engine_checks_end_to_end_on_fake(trt, engine):
     ref = expected(x)
     ref_noisy = {"seg": ref["seg"], "depth": ref["depth"] + 0.1}  # depth fails elementwise at atol 1e-3
     targets = {"seg": ref["seg"].argmax(1).astype(np.int64), "depth": ref["depth"].astype(np.float32) + 0.5}
-    res = run_engine_checks(
-        engine,
-        {"image": x},
-        ref_noisy,
-        targets,
-        ["seg", "depth"],
-        4,
-        atol={"default": 1e-3},
-        rtol=0.0,
-        latency_batches=[1, 8],
-        warmup=1,
-        iters=3,
-        batch_size=4,
-        miou_tol=0.5,
-        runner_factory=lambda p: TensorRTRunner(p, device="cpu"),
-    )
-    by_name = {c["name"]: c for c in res["comparisons"]}
-    assert by_name["seg"]["passed"] and not by_name["depth"]["passed"]
-    assert res["elementwise_passed"] is False and res["samples"] == 6
+    reference = ReferenceData({"image": x}, ref_noisy, targets, ("seg", "depth"), 4, (), "outputs_torch.npz")
+    settings = CheckSettings(atol={"default": 1e-3}, rtol=0.0, miou_tol=0.5, batch_size=4, latency_batches=(1, 8),
+                             warmup=1, iters=3)
+    res = run_engine_checks(engine, reference, settings, lambda p: TensorRTRunner(p, device="cpu"))
+    assert res["heads"]["seg"]["passed"] and not res["heads"]["depth"]["passed"]
+    assert res["heads_passed"] is False and res["passed"] is False and res["samples"] == 6
     assert res["agreement"]["seg"]["argmax_agreement_pct"] == 100.0
-    assert res["task_parity"]["seg"]["delta"]["miou"] == 0.0 and res["metrics_passed"] is True
+    assert res["parity"]["seg"]["delta"]["miou"] == 0.0 and res["metrics_agree"] is True
     assert set(res["latency"]) == {"1", "8"} and res["latency"]["8"]["end_to_end"]["batch"] == 8
     assert res["latency"]["1"]["device"] is None  # no CUDA here: device-resident timing skipped
     # batch chunks of 4 over 6 samples, then latency feeds of 1 and 8 (8 samples tiled from 6)

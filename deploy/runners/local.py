@@ -1,78 +1,19 @@
-"""Runners: one interface over torch, ONNX Runtime and TensorRT (after Polygraphy's runners, trimmed).
-
-A runner is a context manager. `__init__` only stores arguments; `__enter__` does the heavy work (load the
-session, engine or device model); `infer(feed)` maps input names to arrays and returns output arrays keyed by
-output name (the task names); `__exit__` releases. `get_runner("onnxrt", path)` builds one by name.
-"""
+"""In-process runners that need no GPU: torch (the reference for every comparison) and ONNX Runtime."""
 
 from __future__ import annotations
 
-import abc
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
+from deploy.runners.base import Runner
 from pipeline.errors import BackendUnavailable, PipelineError
-
-
-class InferenceRunner(Protocol):
-    """What the comparison and latency code needs: a context manager with `infer`. TensorRTRunner (in
-    deploy/tensorrt_runner.py) satisfies it without subclassing Runner."""
-
-    name: str
-
-    def __enter__(self) -> Any: ...
-
-    def __exit__(self, *exc: object) -> Any: ...
-
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-class Runner(abc.ABC):
-    """Base class: context management and the active-state check shared by all runners."""
-
-    name: str = "runner"
-
-    def __init__(self) -> None:
-        self._active = False
-
-    def __enter__(self) -> Runner:
-        self.activate()
-        self._active = True
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._active = False
-        self.deactivate()
-
-    @abc.abstractmethod
-    def activate(self) -> None:
-        """Load the model into the runtime (called by `__enter__`)."""
-
-    @abc.abstractmethod
-    def deactivate(self) -> None:
-        """Release the runtime's resources (called by `__exit__`)."""
-
-    @abc.abstractmethod
-    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch. Returns host arrays keyed by output name.
-
-        Raises:
-            PipelineError: If called outside the `with` block.
-        """
-        if not self._active:
-            raise PipelineError(f"{type(self).__name__}.infer() called outside its 'with' block")
-        return self._infer(feed)
 
 
 class TorchRunner(Runner):
@@ -158,8 +99,6 @@ class OnnxrtRunner(Runner):
         self.session: Any = None
 
     def activate(self) -> None:
-        import onnxruntime as ort  # deferred: onnxruntime-gpu and onnxruntime share this module name
-
         if not self.path.exists():
             raise PipelineError(f"ONNX file {self.path} does not exist")
         session = ort.InferenceSession(
@@ -190,58 +129,3 @@ class OnnxrtRunner(Runner):
         names = self.output_names
         outs = self.session.run(names, {k: np.ascontiguousarray(v) for k, v in feed.items()})
         return dict(zip(names, outs, strict=True))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# registry
-
-
-RunnerFactory = Callable[..., InferenceRunner]
-RUNNERS: dict[str, RunnerFactory] = {}
-
-
-def register_runner(name: str) -> Callable[[RunnerFactory], RunnerFactory]:
-    """Register a runner class or factory under `name`."""
-
-    def deco(factory: RunnerFactory) -> RunnerFactory:
-        RUNNERS[name] = factory
-        return factory
-
-    return deco
-
-
-def _tensorrt_runner(*args: Any, **kwargs: Any) -> InferenceRunner:
-    """Import the TensorRT runner only when asked for: `tensorrt` exists on GPU machines alone."""
-    try:
-        from deploy.tensorrt_runner import TensorRTRunner
-    except ModuleNotFoundError as e:
-        if e.name not in ("deploy.tensorrt_runner", "tensorrt"):
-            raise
-        raise BackendUnavailable(f"the TensorRT runner is unavailable here ({e.name} not found)") from None
-    return TensorRTRunner(*args, **kwargs)
-
-
-RUNNERS.update({"torch": TorchRunner, "onnxrt": OnnxrtRunner, "tensorrt": _tensorrt_runner})
-
-
-def get_runner(name: str, *args: Any, **kwargs: Any) -> InferenceRunner:
-    """Build the runner registered as `name` (not yet activated).
-
-    Raises:
-        PipelineError: For an unknown name, listing the available ones.
-    """
-    if name not in RUNNERS:
-        raise PipelineError(f"Unknown runner '{name}'. Available: {', '.join(sorted(RUNNERS))}")
-    return RUNNERS[name](*args, **kwargs)
-
-
-def run_batched(
-    runner: InferenceRunner, inputs: Mapping[str, np.ndarray], batch_size: int
-) -> dict[str, np.ndarray]:
-    """Feed `inputs` through an active runner in chunks along axis 0 and concatenate the outputs."""
-    n = len(next(iter(inputs.values())))
-    chunks: dict[str, list[np.ndarray]] = {}
-    for i in range(0, n, batch_size):
-        for k, v in runner.infer({name: a[i : i + batch_size] for name, a in inputs.items()}).items():
-            chunks.setdefault(k, []).append(v)
-    return {k: np.concatenate(v, axis=0) for k, v in chunks.items()}

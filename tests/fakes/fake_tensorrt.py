@@ -1,4 +1,4 @@
-"""A recording stand-in for the `tensorrt` Python module, for unit tests on machines without TensorRT.
+"""Test double for the `tensorrt` Python module: a recording fake for unit tests on machines without TensorRT.
 
 It proves nothing about TensorRT itself: no network is optimised, no kernel runs, and whether real TensorRT accepts
 these calls (names, argument types, enum values, flag semantics on 10.x vs 11.x) is NOT checked here beyond what

@@ -4,10 +4,10 @@ Contract (design.md §5): nothing heavy in `__init__`; `__enter__` deserializes 
 context; `infer(feed) -> dict[str, np.ndarray]` keyed by the engine's output tensor names (TensorRT keeps the ONNX
 input/output names, so these are the head names); `__exit__` releases everything.
 
-Never run against real TensorRT: no machine available to this project has it (environment.md §4). The call sequence
+Never run against real TensorRT: no machine available to this project has it. The call sequence
 (Runtime.deserialize_cuda_engine, create_execution_context, num_io_tensors / get_tensor_name / get_tensor_mode /
 get_tensor_dtype, set_input_shape, get_tensor_shape, set_tensor_address, execute_async_v3) follows the TensorRT 10/11
-Python API docs; unit tests drive it only through the recording stand-in `tests/unit/deploy/fake_tensorrt.py`, with
+Python API docs; unit tests drive it only through the recording stand-in `tests/fakes/fake_tensorrt.py`, with
 CPU torch tensors standing in for CUDA ones.
 """
 
@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from deploy.runners import Runner
+from deploy.runners.base import Runner
+from deploy.tensorrt_build import import_tensorrt
 from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineError
 
 log = logging.getLogger(__name__)
 
-# trt.DataType member name -> torch dtype name (resolved lazily so torch stays an optional import here)
+# trt.DataType member name -> torch dtype name
 _DTYPES = {
     "FLOAT": "float32",
     "HALF": "float16",
@@ -56,7 +58,7 @@ def _dtype_name(trt_dtype: Any) -> str:
 
 
 class TensorRTRunner(Runner):
-    """Context-managed TensorRT engine runner (a `deploy.runners.Runner`).
+    """Context-managed TensorRT engine runner (a `deploy.runners.base.Runner`).
 
     Args:
         engine_path: a serialized engine built by `deploy.tensorrt_build.build_engine` on this GPU model and
@@ -71,7 +73,6 @@ class TensorRTRunner(Runner):
         self.engine_path = Path(engine_path)
         self.device = device
         self._trt: Any = None
-        self._torch: Any = None
         self._runtime = self._engine = self._context = self._stream = self._logger = None
         self.input_names: list[str] = []
         self.output_names: list[str] = []
@@ -79,18 +80,14 @@ class TensorRTRunner(Runner):
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def activate(self) -> None:
-        from deploy.tensorrt_build import import_tensorrt
-
         if not self.engine_path.exists():
             raise MissingArtifactError(
                 f"TensorRT engine {self.engine_path} does not exist; run `pipeline run build`"
             )
         trt = import_tensorrt()
-        import torch
-
         if self._on_cuda and not torch.cuda.is_available():
             raise BackendUnavailable("TensorRTRunner needs a CUDA device; torch.cuda.is_available() is False")
-        self._trt, self._torch = trt, torch
+        self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
@@ -125,7 +122,7 @@ class TensorRTRunner(Runner):
         name = _dtype_name(self._engine.get_tensor_dtype(tensor_name))
         if name not in _DTYPES:
             raise PipelineError(f"engine tensor '{tensor_name}' has unsupported TensorRT dtype {name}")
-        return getattr(self._torch, _DTYPES[name])
+        return getattr(torch, _DTYPES[name])
 
     def _profile_range(self, name: str) -> str:
         try:
@@ -142,7 +139,6 @@ class TensorRTRunner(Runner):
         """
         if self._context is None:
             raise PipelineError("TensorRTRunner.infer called outside `with TensorRTRunner(...) as runner:`")
-        torch = self._torch
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise PipelineError(f"feed lacks engine input(s) {missing}; engine inputs: {self.input_names}")
@@ -179,7 +175,6 @@ class TensorRTRunner(Runner):
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy numpy inputs to the GPU, run, and return numpy outputs keyed by output name."""
-        torch = self._torch
         dev = {
             n: torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device)
             for n in self.input_names

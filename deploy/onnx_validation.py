@@ -1,0 +1,152 @@
+"""ONNX Runtime (CPU) against the PyTorch hardened model: per head, per task metric, and the verdict.
+
+The validate stage loads the images and hands them here; the judging is `deploy.runtime_check`, the same rule the
+engine checks use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from deploy.io import save_npz, save_polygraphy_inputs, save_polygraphy_outputs
+from deploy.runners import OnnxrtRunner, TorchRunner, run_batched
+from deploy.runtime_check import Tolerances, check_runtime_against_reference
+from pipeline.config import ValidateConfig
+
+TOLERANCE_RULE = "|onnx - torch| <= atol + rtol * |torch| elementwise; metrics |delta| <= metric_atol"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images `[N, 3, H, W]` float32 and their targets per task, as the validate stage sampled them."""
+
+    images: np.ndarray
+    targets: Mapping[str, np.ndarray]
+
+
+def tolerances_from_config(vcfg: ValidateConfig) -> Tolerances:
+    return Tolerances(vcfg.atol, vcfg.rtol, vcfg.metric_atol)
+
+
+def compare_torch_and_onnxrt(
+    model: nn.Module,
+    onnx_path: Any,
+    data: ImageSet,
+    tasks: Sequence[str],
+    num_classes: int,
+    vcfg: ValidateConfig,
+    metric_tasks: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Both runtimes on the same images: {"ref", "test" (outputs), and `judge_outputs`'s verdict keys}."""
+    feed = {"image": data.images}
+    with TorchRunner(model, output_names=tasks) as ref_runner:
+        ref = run_batched(ref_runner, feed, vcfg.batch_size)
+    with OnnxrtRunner(onnx_path, providers=["CPUExecutionProvider"]) as ort_runner:
+        test, verdict = check_runtime_against_reference(
+            ort_runner,
+            feed,
+            ref,
+            data.targets,
+            tasks if metric_tasks is None else metric_tasks,
+            num_classes,
+            tolerances_from_config(vcfg),
+            vcfg.batch_size,
+        )
+    return {"ref": ref, "test": test, **verdict}
+
+
+def real_data_report(
+    model: nn.Module,
+    onnx_path: Any,
+    data: ImageSet,
+    real_num_classes: int,
+    source: str,
+    tasks: Sequence[str],
+    num_classes: int,
+    vcfg: ValidateConfig,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The comparison on a real sample; seg metrics only when its class set is the model's.
+
+    Returns:
+        (the report's "real_data" entry, the comparison with "ref"/"test" outputs for saving).
+    """
+    # The model's classes are the training set's; NYUv2's 13 classes only line up when it was trained on them.
+    r_tasks = [t for t in tasks if t != "seg" or real_num_classes == num_classes]
+    r = compare_torch_and_onnxrt(model, onnx_path, data, tasks, num_classes, vcfg, metric_tasks=r_tasks)
+    real = {
+        "source": source,
+        "samples": len(data.images),
+        "passed": r["heads_passed"] and r["metrics_agree"] is not False,
+        "heads": r["heads"],
+        "metrics_agree": r["metrics_agree"],
+        "parity": r["parity"],
+        "seg_compared_as": "metrics" if "seg" in r_tasks else "argmax agreement only (class sets differ)",
+    }
+    if "seg" in tasks and "seg" not in r_tasks:
+        real["seg_argmax_agreement_pct"] = float(
+            (r["ref"]["seg"].argmax(1) == r["test"]["seg"].argmax(1)).mean() * 100
+        )
+    return real, r
+
+
+def validation_verdict(
+    held_out: Mapping[str, Any], real: Mapping[str, Any] | None, samples: int, vcfg: ValidateConfig
+) -> tuple[dict[str, Any], str | None]:
+    """The validate report and, when it failed, the one-line reason."""
+    passed = (
+        held_out["heads_passed"]
+        and held_out["metrics_agree"] is not False
+        and (real is None or real["passed"])
+    )
+    report = {
+        "passed": passed,
+        "runtime": {"reference": "torch (cpu, fp32)", "test": "onnxruntime CPUExecutionProvider"},
+        "tolerance_rule": TOLERANCE_RULE,
+        "atol": vcfg.atol,
+        "rtol": vcfg.rtol,
+        "metric_atol": vcfg.metric_atol,
+        "samples": samples,
+        "heads": held_out["heads"],
+        "metrics_agree": held_out["metrics_agree"],
+        "parity": held_out["parity"],
+        "real_data": real,
+        "verdict": " ".join(f"{h}:{'pass' if r['passed'] else 'FAIL'}" for h, r in held_out["heads"].items()),
+    }
+    if passed:
+        return report, None
+    failed = [h for h, r in held_out["heads"].items() if not r["passed"]]
+    if failed:
+        return report, f"heads over tolerance: {failed}"
+    if held_out["metrics_agree"] is False:
+        return report, "task metrics differ between runtimes"
+    return report, "real NYUv2 sample comparison failed"
+
+
+def save_comparison_arrays(
+    out_dir: Path, data: ImageSet, held_out: Mapping[str, Any], batch_size: int, polygraphy_json: bool
+) -> list[str]:
+    """Inputs, targets and both runtimes' outputs (npz; Polygraphy JSON when asked) for the build stage.
+
+    Returns:
+        The file names written, in the order the stage records them (report.json included, written later).
+    """
+    save_npz(out_dir / "inputs.npz", {"image": data.images})
+    save_npz(out_dir / "targets.npz", data.targets)
+    save_npz(out_dir / "outputs_torch.npz", held_out["ref"])
+    save_npz(out_dir / "outputs_onnxrt.npz", held_out["test"])
+    files = ["inputs.npz", "targets.npz", "outputs_torch.npz", "outputs_onnxrt.npz", "report.json"]
+    if polygraphy_json:
+        n, bs = len(data.images), batch_size
+        save_polygraphy_inputs(
+            out_dir / "inputs.json", [{"image": data.images[i : i + bs]} for i in range(0, n, bs)]
+        )
+        chunks = [{k: v[i : i + bs] for k, v in held_out["ref"].items()} for i in range(0, n, bs)]
+        save_polygraphy_outputs(out_dir / "outputs_torch.json", chunks, "torch")
+        files += ["inputs.json", "outputs_torch.json"]
+    return files

@@ -1,0 +1,87 @@
+"""One verdict for "does runtime B reproduce runtime A": run -> compare heads -> task-metric parity -> verdict.
+
+Used by the validate stage (ONNX Runtime CPU against PyTorch) and by the engine checks (TensorRT or ONNX Runtime
+GPU against the saved reference), so both judge outputs by the same rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deploy.compare import compare_outputs, runtime_agreement, task_parity
+from deploy.runners.base import InferenceRunner, run_batched
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Elementwise rule |test - ref| <= atol + rtol * |ref| per head, and the allowed |delta| per task metric.
+
+    `atol` maps head name to tolerance (with a "default" key); `metric_atol` is one value for every metric or a
+    mapping metric name -> tolerance (with "default").
+    """
+
+    atol: Mapping[str, float]
+    rtol: float
+    metric_atol: Mapping[str, float] | float
+
+
+def judge_outputs(
+    reference: Mapping[str, np.ndarray],
+    outputs: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray] | None,
+    metric_tasks: Sequence[str],
+    num_classes: int,
+    tolerances: Tolerances,
+) -> dict[str, Any]:
+    """Compare `outputs` with `reference` per head and, with targets, per task metric; decide the verdict.
+
+    Returns:
+        {"heads": {head: OutputComparison dict}, "heads_passed", "agreement": {task: ground-truth-free agreement},
+        "parity": `task_parity` result ({} without targets or metric tasks), "metrics_agree" (None when no metric
+        was compared), "passed" (heads passed and metrics did not disagree)}.
+    """
+    missing = sorted(set(reference) - set(outputs))
+    if missing:
+        raise PipelineError(f"runtime outputs {sorted(outputs)} lack reference head(s) {missing}")
+    heads = compare_outputs(reference, outputs, tolerances.atol, tolerances.rtol)
+    parity: dict[str, Any] = {}
+    if targets is not None and metric_tasks:
+        parity = task_parity(
+            reference, outputs, targets, list(metric_tasks), num_classes, metric_atol=tolerances.metric_atol
+        )
+    heads_passed = all(bool(h) for h in heads)
+    metrics_agree = all(p["passed"] for p in parity.values()) if parity else None
+    return {
+        "heads": {h.name: h.to_dict() for h in heads},
+        "heads_passed": heads_passed,
+        "agreement": {task: runtime_agreement(task, ref, outputs[task]) for task, ref in reference.items()},
+        "parity": parity,
+        "metrics_agree": metrics_agree,
+        "passed": heads_passed and metrics_agree is not False,
+    }
+
+
+def check_runtime_against_reference(
+    runner: InferenceRunner,
+    inputs: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray] | None,
+    metric_tasks: Sequence[str],
+    num_classes: int,
+    tolerances: Tolerances,
+    batch_size: int,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run an active `runner` over `inputs` in chunks of `batch_size` and judge it against `reference`.
+
+    Returns:
+        The runner's outputs (concatenated over chunks) and `judge_outputs`'s verdict.
+    """
+    if not inputs:
+        raise PipelineError("no inputs to check against; run `pipeline run validate` to save them")
+    outputs = run_batched(runner, inputs, batch_size)
+    return outputs, judge_outputs(reference, outputs, targets, metric_tasks, num_classes, tolerances)
