@@ -71,7 +71,9 @@ def latency_table(
     if not models:
         raise PipelineError("latency_table needs at least one ONNX file")
     if rounds < 1 or iters_per_round < 1 or warmup < 0:
-        raise PipelineError(f"latency_table needs rounds, iters_per_round >= 1 (got {rounds}, {iters_per_round})")
+        raise PipelineError(
+            f"latency_table needs rounds, iters_per_round >= 1 (got {rounds}, {iters_per_round})"
+        )
     paths = {name: Path(p) for name, p in models.items()}
     for name, p in paths.items():
         if not p.is_file():
@@ -99,18 +101,34 @@ def latency_table(
     rows = []
     for i, (name, b, t, _) in enumerate(configs):
         s = latency_stats(samples[i], b)
-        rows.append({"model": name, "batch": b, "threads": t, **{k: s[k] for k in
-                     ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips", "n")}})  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "batch": b,
+                "threads": t,
+                **{k: s[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips", "n")},
+            }
+        )
     first = next(iter(paths))
     base = {(r["batch"], r["threads"]): r["p50_ms"] for r in rows if r["model"] == first}
     for r in rows:
         r["ratio_p50"] = r["p50_ms"] / base[r["batch"], r["threads"]]
     rows.sort(key=lambda r: (r["batch"], r["threads"], list(paths).index(r["model"])))
     return {
-        "machine": {"cpu_count": os.cpu_count(), "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"},
-        "settings": {"input_shape": list(shape), "batches": list(batches), "threads": list(threads),
-                     "warmup": warmup, "rounds": rounds, "iters_per_round": iters_per_round,
-                     "baseline": first},  # fmt: skip
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "onnxruntime": ort.__version__,
+            "provider": "CPUExecutionProvider",
+        },
+        "settings": {
+            "input_shape": list(shape),
+            "batches": list(batches),
+            "threads": list(threads),
+            "warmup": warmup,
+            "rounds": rounds,
+            "iters_per_round": iters_per_round,
+            "baseline": first,
+        },
         "sizes": {name: file_sizes(p) for name, p in paths.items()},
         "rows": rows,
     }

@@ -139,15 +139,32 @@ def task_gate(
     for task in tasks:
         p = parity[task]
         if task == "seg":
-            checks.append(GateCheck(task, "argmax_agreement_pct", p["agreement"]["argmax_agreement_pct"],
-                                    tol.seg_agreement_min_pct, "min"))  # fmt: skip
+            checks.append(
+                GateCheck(
+                    task,
+                    "argmax_agreement_pct",
+                    p["agreement"]["argmax_agreement_pct"],
+                    tol.seg_agreement_min_pct,
+                    "min",
+                )
+            )
             checks.append(GateCheck(task, "miou_drop", -p["delta"]["miou"], tol.seg_miou_drop_max, "max"))
         elif task == "depth":
-            checks.append(GateCheck(task, "abs_err_increase_m", p["delta"]["abs_err"],
-                                    tol.depth_abs_err_increase_max_m, "max"))  # fmt: skip
+            checks.append(
+                GateCheck(
+                    task, "abs_err_increase_m", p["delta"]["abs_err"], tol.depth_abs_err_increase_max_m, "max"
+                )
+            )
         elif task == "normal":
-            checks.append(GateCheck(task, "mean_angle_increase_deg", p["delta"]["mean"],
-                                    tol.normal_mean_increase_max_deg, "max"))  # fmt: skip
+            checks.append(
+                GateCheck(
+                    task,
+                    "mean_angle_increase_deg",
+                    p["delta"]["mean"],
+                    tol.normal_mean_increase_max_deg,
+                    "max",
+                )
+            )
     return GateResult(checks, parity)
 
 
@@ -187,6 +204,8 @@ def gate_judge(
     fp32 = ort_outputs(fp32_path, images, batch_size)
 
     def judge(int8_path: Path) -> GateResult:
-        return task_gate(fp32, ort_outputs(int8_path, images, batch_size), targets, tasks, num_classes, tolerances)
+        return task_gate(
+            fp32, ort_outputs(int8_path, images, batch_size), targets, tasks, num_classes, tolerances
+        )
 
     return judge

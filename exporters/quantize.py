@@ -156,7 +156,9 @@ def preprocess(fp32_path: str | Path, out_path: str | Path) -> Path:
 
 def conv_nodes(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> list[str]:
     """Names of the Conv nodes in graph order: the candidates for `exclude`."""
-    model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(os.fspath(model_or_path))
+    model = (
+        model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(os.fspath(model_or_path))
+    )
     return [n.name for n in model.graph.node if n.op_type == "Conv"]
 
 
@@ -225,7 +227,9 @@ def quantize_int8(
     validate_settings(method, activation_type)
     out = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="quantize.") as tmp:
-        pre = Path(preprocessed) if preprocessed is not None else preprocess(fp32_path, Path(tmp) / "pre.onnx")
+        pre = (
+            Path(preprocessed) if preprocessed is not None else preprocess(fp32_path, Path(tmp) / "pre.onnx")
+        )
         pre_model = onnx.load(str(pre))
         input_name = pre_model.graph.input[0].name
         reader = None if images is None else NumpyCalibrationReader(input_name, images, batch_size)
@@ -245,7 +249,11 @@ def quantize_int8(
                 nodes_to_exclude=list(exclude),
                 calibrate_method=CALIBRATION_METHODS[method],
                 # WeightSymmetric keeps zero point 0: the property the sparsity checks rely on.
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "CalibPercentile": percentile},
+                extra_options={
+                    "WeightSymmetric": True,
+                    "ActivationSymmetric": False,
+                    "CalibPercentile": percentile,
+                },
                 calibration_cache_path=None if calibration_cache is None else str(calibration_cache),
             )
         report = check_int8_weights(conv_weights_from_onnx(pre_model), int8_conv_weights(out))
@@ -253,9 +261,16 @@ def quantize_int8(
         raise CheckFailed(f"int8 weights broke the sparse pattern: {report.summary()}", str(out))
     n_conv = len(conv_nodes(pre_model))
     return QuantizeInfo(
-        out, method, activation_type, per_channel, 0 if images is None else len(images),
-        sorted(exclude), len(report.layers), n_conv - len(report.layers), report,
-    )  # fmt: skip
+        out,
+        method,
+        activation_type,
+        per_channel,
+        0 if images is None else len(images),
+        sorted(exclude),
+        len(report.layers),
+        n_conv - len(report.layers),
+        report,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -268,7 +283,9 @@ def int8_conv_weights(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -
 
     Conv nodes left in fp32 are absent.
     """
-    model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(os.fspath(model_or_path))
+    model = (
+        model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(os.fspath(model_or_path))
+    )
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producers = {out: n for n in graph.node for out in n.output}

@@ -92,10 +92,19 @@ def search_fp32_layers(
 
         def trial(extra: Sequence[str]) -> tuple[QuantizeInfo, Judgement]:
             path = work / f"trial{len(trials)}.onnx"
-            info = quantize_int8(fp32_path, path, images, exclude=[*exclude, *extra], preprocessed=pre,
-                                 calibration_cache=cache, **quant_kwargs)  # fmt: skip
+            info = quantize_int8(
+                fp32_path,
+                path,
+                images,
+                exclude=[*exclude, *extra],
+                preprocessed=pre,
+                calibration_cache=cache,
+                **quant_kwargs,
+            )
             verdict = judge(path)
-            trials.append({"excluded": list(extra), "passed": verdict.passed, "worst_ratio": verdict.worst_ratio})
+            trials.append(
+                {"excluded": list(extra), "passed": verdict.passed, "worst_ratio": verdict.worst_ratio}
+            )
             return info, verdict
 
         best = trial([])
@@ -115,6 +124,15 @@ def search_fp32_layers(
         info, verdict = best
         with staged_output(out) as staged:
             staged.write_bytes(Path(info.path).read_bytes())
-    final = QuantizeInfo(out, info.method, info.activation_type, info.per_channel, info.calibration_samples,
-                         info.excluded, info.int8_convs, info.fp32_convs, info.weights)  # fmt: skip
+    final = QuantizeInfo(
+        out,
+        info.method,
+        info.activation_type,
+        info.per_channel,
+        info.calibration_samples,
+        info.excluded,
+        info.int8_convs,
+        info.fp32_convs,
+        info.weights,
+    )
     return SensitivityResult(sorted([*exclude, *chosen]), verdict.passed, final, verdict, sensitivity, trials)
