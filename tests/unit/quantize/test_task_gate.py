@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from deploy.task_gate import GateCheck, GateTolerances, gate_judge, run_task_gate, task_gate
+from deploy.task_gate import GateCheck, GateResult, GateTolerances, gate_judge, run_task_gate, task_gate
 from exporters.quantize import conv_nodes, quantize_int8
 from exporters.quantize_search import search_fp32_layers
 from pipeline.errors import CheckFailed, ConfigError
@@ -96,23 +96,41 @@ def test_tolerances_from_mapping():
         GateTolerances.from_mapping({"seg_agreement": 90})
 
 
+def _is_int8(model_path, conv_name: str) -> bool:
+    model = onnx.load(str(model_path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    conv = next(n for n in model.graph.node if n.name == conv_name)
+    dq = producers.get(conv.input[1])
+    return dq is not None and dq.op_type == "DequantizeLinear"
+
+
 def test_search_leaves_the_sensitive_layer_in_fp32(setup, tmp_path):
-    """A judge that fails while the last classifier is int8: the search must find exactly that layer."""
-    last = conv_nodes(setup.fp32)[-1]
-    real = gate_judge(setup.fp32, setup.calib, {}, [], NUM_CLASSES)  # no tasks: all checks pass
-    from exporters.quantize import int8_conv_weights
+    """A judge that fails while one chosen Conv is int8: the search must leave exactly that layer in fp32."""
+    convs = conv_nodes(setup.fp32)
+    target = convs[-2]
+    real = gate_judge(setup.fp32, setup.calib[:4], {}, [], NUM_CLASSES)  # no tasks: nothing to fail
 
     class Verdict:
         def __init__(self, passed: bool, ratio: float):
             self.passed, self.worst_ratio = passed, ratio
 
     def judge(path):
-        real(path)  # the real fp32-vs-int8 run, to exercise the wiring
-        keys = int8_conv_weights(path)
-        quantized_last = any(k.endswith("branches.1.classifier.weight") for k in keys)
-        return Verdict(not quantized_last, 2.0 if quantized_last else 0.5)
+        assert real(path).passed  # the real fp32-vs-int8 wiring runs on every trial
+        bad = _is_int8(path, target)
+        return Verdict(not bad, 2.0 if bad else 0.5)
 
-    result = search_fp32_layers(setup.fp32, tmp_path / "s.onnx", setup.calib[:4], judge, max_exclude=2)
-    assert result.passed and result.excluded == [last]
-    assert result.sensitivity[last] == 0.5 and len(result.trials) == 1 + len(conv_nodes(setup.fp32))
+    result = search_fp32_layers(
+        setup.fp32, tmp_path / "s.onnx", setup.calib[:4], judge, candidates=convs[-3:], max_exclude=2
+    )
+    assert result.passed and result.excluded == [target]
+    assert result.sensitivity == {convs[-3]: 2.0, target: 0.5, convs[-1]: 2.0}
+    assert len(result.trials) == 1 + 3
     assert (tmp_path / "s.onnx").is_file() and result.info.fp32_convs == 1
+    assert not _is_int8(tmp_path / "s.onnx", target) and _is_int8(tmp_path / "s.onnx", convs[-1])
+
+
+def test_search_keeps_everything_int8_when_the_gate_passes(setup, tmp_path):
+    result = search_fp32_layers(
+        setup.fp32, tmp_path / "s.onnx", setup.calib[:4], lambda p: GateResult([], {}), max_exclude=2
+    )
+    assert result.passed and result.excluded == [] and len(result.trials) == 1
