@@ -1,7 +1,7 @@
 """Datasets: procedural scenes (default), NYUv2 in the MTAN `.npy` layout, and the real 50-image PNG sample.
 
 `build_dataset(cfg, split, tasks)` is the one entry point; every dataset yields dict samples (see
-`pipeline.data.base`) and has `num_classes`, `class_names` and `name`. Use `dataset.num_classes`, not
+`pipeline.data.batching` for the per-sample contract; batches are drawn only with its `gather` / `iter_batches`) and has `num_classes`, `class_names` and `name`. Use `dataset.num_classes`, not
 `cfg.num_classes`, when sizing a model: the NYUv2 datasets always have 13 classes.
 """
 
@@ -26,6 +26,7 @@ from pipeline.data.base import (
     nhwc_to_tensor,
     renormalise,
 )
+from pipeline.data.batching import gather, iter_batches
 from pipeline.data.nyuv2_mtan import NYUv2MTAN
 from pipeline.data.nyuv2_png import INDEX_COLUMNS, find_realdata, load_nyuv2_png, read_index
 from pipeline.errors import DataError
@@ -38,6 +39,8 @@ __all__ = [
     "build_scenes",
     "dataset_fingerprint",
     "find_realdata",
+    "gather",
+    "iter_batches",
 ]
 
 SPLITS = ("train", "val")

@@ -13,14 +13,15 @@ import numpy as np
 import torch
 
 from pipeline.artifacts import atomic_write_json
+from pipeline.data.batching import gather
 from pipeline.stages import StageContext, StageRecord
 
 log = logging.getLogger(__name__)
 
 
 def _arrays(dataset, n: int, tasks: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    n = min(n, len(dataset))
-    batch = dataset[torch.arange(n)]
+    """The first `n` samples (at most the split) as numpy arrays, drawn through the one batching path."""
+    batch = gather(dataset, torch.arange(min(n, len(dataset))))
     return batch["image"].numpy().astype(np.float32), {t: batch[t].numpy() for t in tasks}
 
 
