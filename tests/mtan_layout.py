@@ -27,6 +27,8 @@ def write_mtan_split(root: Path, split: str, count: int, height: int, width: int
         depth[1, :3] = 0.0
         # MTAN stores float64 images and float labels; keep those dtypes so the fake matches the real files.
         np.save(root / split / "image" / f"{i}.npy", rng.uniform(0, 1, size=(height, width, 3)))
-        np.save(root / split / "label" / f"{i}.npy", rng.integers(-1, 13, size=(height, width)).astype(np.float64))
+        np.save(
+            root / split / "label" / f"{i}.npy", rng.integers(-1, 13, size=(height, width)).astype(np.float64)
+        )
         np.save(root / split / "depth" / f"{i}.npy", depth)
         np.save(root / split / "normal" / f"{i}.npy", normal)

@@ -1,8 +1,9 @@
 """Datasets: procedural scenes (default), NYUv2 in the MTAN `.npy` layout, and the real 50-image PNG sample.
 
-`build_dataset(cfg, split, tasks)` is the one entry point; every dataset yields dict samples (see
-`pipeline.data.batching` for the per-sample contract; batches are drawn only with its `gather` / `iter_batches`) and has `num_classes`, `class_names` and `name`. Use `dataset.num_classes`, not
-`cfg.num_classes`, when sizing a model: the NYUv2 datasets always have 13 classes.
+`build_dataset(cfg, split, tasks)` is the one entry point; every dataset yields dict samples and has `num_classes`,
+`class_names` and `name`. `pipeline.data.batching` states the per-sample contract, and its `gather` / `iter_batches`
+are the only way batches are drawn. Use `dataset.num_classes`, not `cfg.num_classes`, when sizing a model: the NYUv2
+datasets always have 13 classes.
 """
 
 from __future__ import annotations

@@ -58,9 +58,13 @@ def stack_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
         try:
             out[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
         except KeyError:
-            raise DataError(f"dataset samples disagree on their keys: one lacks '{key}' (first has {keys})") from None
+            raise DataError(
+                f"dataset samples disagree on their keys: one lacks '{key}' (first has {keys})"
+            ) from None
         except RuntimeError as e:
-            raise DataError(f"dataset samples of one batch differ in '{key}' shape ({e}); use one size per split") from None
+            raise DataError(
+                f"dataset samples of one batch differ in '{key}' shape ({e}); use one size per split"
+            ) from None
     return out
 
 

@@ -76,7 +76,9 @@ def test_gather_stacks_per_sample_dicts_with_int_indices_only() -> None:
     ds = PerSampleOnly(5)
     batch = gather(ds, torch.tensor([3, 0, 4]))
     assert batch["image"].shape == (3, 3, H, W) and batch["seg"].dtype == torch.int64
-    assert torch.equal(batch["seg"][0], ds.data["seg"][3]) and torch.equal(batch["depth"][2], ds.data["depth"][4])
+    assert torch.equal(batch["seg"][0], ds.data["seg"][3]) and torch.equal(
+        batch["depth"][2], ds.data["depth"][4]
+    )
 
 
 def test_gather_uses_the_fast_path_and_matches_per_sample_stacking() -> None:
@@ -105,7 +107,9 @@ def test_stack_samples_reports_malformed_samples() -> None:
     with pytest.raises(DataError, match="dicts of tensors"):
         stack_samples([(torch.zeros(3, 2, 2), torch.zeros(2, 2))])
     with pytest.raises(DataError, match="lacks 'seg'"):
-        stack_samples([{"image": torch.zeros(3, 2, 2), "seg": torch.zeros(2, 2)}, {"image": torch.zeros(3, 2, 2)}])
+        stack_samples(
+            [{"image": torch.zeros(3, 2, 2), "seg": torch.zeros(2, 2)}, {"image": torch.zeros(3, 2, 2)}]
+        )
     with pytest.raises(DataError, match="'image' shape"):
         stack_samples([{"image": torch.zeros(3, 2, 2)}, {"image": torch.zeros(3, 2, 3)}])
 
