@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.config import TrainConfig
+from pipeline.data.batching import gather
 from pipeline.errors import TrainingDiverged
 from pipeline.progress import progress_bar
 from trainers import distributed as dist
@@ -36,13 +37,8 @@ def batch_indices(step: int, num_items: int, batch_size: int, seed: int) -> Tens
 
 
 def fetch(dataset: Any, idx: Tensor, device: str) -> dict[str, Tensor]:
-    """Gather a batch; in-memory datasets take the whole index tensor at once (one slice per key)."""
-    from pipeline.data.base import MultiTaskTensorDataset
-
-    if isinstance(dataset, MultiTaskTensorDataset):
-        return {k: v.to(device) for k, v in dataset[idx].items()}
-    items = [dataset[int(i)] for i in idx]
-    return {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+    """The batch `idx` on `device`, drawn through the one batching path (`pipeline.data.batching.gather`)."""
+    return {k: v.to(device) for k, v in gather(dataset, idx).items()}
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps: int) -> float:

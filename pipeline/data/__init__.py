@@ -1,8 +1,9 @@
 """Datasets: procedural scenes (default), NYUv2 in the MTAN `.npy` layout, and the real 50-image PNG sample.
 
-`build_dataset(cfg, split, tasks)` is the one entry point; every dataset yields dict samples (see
-`pipeline.data.base`) and has `num_classes`, `class_names` and `name`. Use `dataset.num_classes`, not
-`cfg.num_classes`, when sizing a model: the NYUv2 datasets always have 13 classes.
+`build_dataset(cfg, split, tasks)` is the one entry point; every dataset yields dict samples and has `num_classes`,
+`class_names` and `name`. `pipeline.data.batching` states the per-sample contract, and its `gather` / `iter_batches`
+are the only way batches are drawn. Use `dataset.num_classes`, not `cfg.num_classes`, when sizing a model: the NYUv2
+datasets always have 13 classes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.data.base import (
     nhwc_to_tensor,
     renormalise,
 )
+from pipeline.data.batching import gather, iter_batches
 from pipeline.data.nyuv2_mtan import NYUv2MTAN
 from pipeline.data.nyuv2_png import INDEX_COLUMNS, find_realdata, load_nyuv2_png, read_index
 from pipeline.errors import DataError
@@ -38,6 +40,8 @@ __all__ = [
     "build_scenes",
     "dataset_fingerprint",
     "find_realdata",
+    "gather",
+    "iter_batches",
 ]
 
 SPLITS = ("train", "val")

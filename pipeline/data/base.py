@@ -1,6 +1,7 @@
 """Shared pieces of the dataset layer: task names, the in-memory tensor dataset and resizing helpers.
 
-Every dataset in `pipeline.data` returns dict samples in the layout of docs/architecture.md:
+Every dataset in `pipeline.data` returns dict samples in the layout of docs/architecture.md (batches are drawn
+only through `pipeline.data.batching`):
 
 | key      | dtype, shape          | meaning                                             |
 |----------|-----------------------|-----------------------------------------------------|
@@ -168,6 +169,10 @@ class MultiTaskTensorDataset(Dataset):
             value = tensor[index]
             sample[task] = value.long() if task == "seg" else value
         return sample
+
+    def get_batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch at a 1-D index tensor in one slice per key: the fast path of `pipeline.data.batching.gather`."""
+        return self[indices]
 
     def __repr__(self) -> str:
         return (

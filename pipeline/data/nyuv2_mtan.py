@@ -20,6 +20,7 @@ down, z forward); check before comparing against a model trained on other data.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -182,6 +183,19 @@ class NYUv2MTAN(Dataset):
             raise DataError(f"{path}: cannot load ({e}); expected a plain numeric .npy array") from None
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """One sample (per-sample dataset: batches come from `pipeline.data.batching`, never a tensor of indices).
+
+        Raises:
+            TypeError: `index` is not a single integer (e.g. a batch index tensor).
+            IndexError: `index` is outside `0..len-1`.
+        """
+        try:
+            index = operator.index(index)  # int, numpy integer or a one-element integer tensor
+        except TypeError:
+            raise TypeError(
+                f"NYUv2MTAN takes one integer index, got {type(index).__name__}; "
+                "draw batches with pipeline.data.batching.gather / iter_batches"
+            ) from None
         if not 0 <= index < self._count:
             raise IndexError(index)
         d = self.split_dir

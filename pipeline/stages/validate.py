@@ -23,6 +23,7 @@ from deploy.onnx_validation import (
 )
 from pipeline.artifacts import atomic_write_json
 from pipeline.data import build_dataset
+from pipeline.data.batching import gather
 from pipeline.data.nyuv2_png import find_realdata, load_nyuv2_png
 from pipeline.models.hardened import load_hardened_model
 from pipeline.stages.base import StageContext, StageRecord
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 def _sample(dataset, n: int, tasks: list[str]) -> ImageSet:
-    batch = dataset[torch.arange(min(n, len(dataset)))]
+    """The first `n` samples (at most the split), drawn through the one batching path."""
+    batch = gather(dataset, torch.arange(min(n, len(dataset))))
     return ImageSet(batch["image"].numpy().astype("float32"), {t: batch[t].numpy() for t in tasks})
 
 

@@ -14,25 +14,13 @@ from pipeline.config import DataConfig
 from pipeline.data import TASKS, build_dataset, dataset_fingerprint
 from pipeline.data.nyuv2_mtan import NYUv2MTAN
 from pipeline.errors import DataError
+from tests.mtan_layout import write_mtan_split
 
 H, W = 12, 16
 
 
 def _write_split(root: Path, split: str, count: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for folder in ("image", "label", "depth", "normal"):
-        (root / split / folder).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        normal = rng.normal(size=(H, W, 3))
-        normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
-        normal[0, :4] = 0.0  # invalid pixels
-        depth = rng.uniform(0.5, 9.0, size=(H, W, 1))
-        depth[1, :3] = 0.0
-        # MTAN stores float64 images and float labels; keep those dtypes so the fake matches the real files.
-        np.save(root / split / "image" / f"{i}.npy", rng.uniform(0, 1, size=(H, W, 3)))
-        np.save(root / split / "label" / f"{i}.npy", rng.integers(-1, 13, size=(H, W)).astype(np.float64))
-        np.save(root / split / "depth" / f"{i}.npy", depth)
-        np.save(root / split / "normal" / f"{i}.npy", normal)
+    write_mtan_split(root, split, count, H, W, seed)
 
 
 @pytest.fixture
@@ -203,3 +191,13 @@ def test_nan_normal_and_out_of_range_image(mtan_root: Path) -> None:
     ds = NYUv2MTAN(mtan_root, "val", TASKS)
     _expect(n_path, lambda: ds[1], match="NaN")
     _expect(i_path, lambda: ds[0], match="[0, 1]")
+
+
+def test_takes_int_like_indices_and_rejects_batch_tensors(mtan_root: Path) -> None:
+    ds = NYUv2MTAN(mtan_root, "train", TASKS)
+    assert torch.equal(ds[torch.tensor(2)]["seg"], ds[2]["seg"])
+    assert torch.equal(ds[np.int64(1)]["image"], ds[1]["image"])
+    with pytest.raises(TypeError, match="gather"):
+        ds[torch.arange(2)]
+    with pytest.raises(IndexError):
+        ds[3]
