@@ -187,7 +187,7 @@ def make_trainer(cfg, dataset, variant: str, total_steps: int):
     """A Trainer exactly as `train_run` builds it (same seed, init, method, weighting, loss) for a variant."""
     from trainers.loop import Trainer
     from trainers.objectives import MultiTaskLoss
-    from trainers.session import build_model, init_conv_weights_
+    from trainers.assembly import build_model, init_conv_weights_
     from trainers.sparsity.methods import build_method
     from trainers.weighting import build_weighting
 
@@ -474,7 +474,7 @@ def component_timings(trainers: dict[str, Any], solve_step: int, reps: int) -> d
     }
     keys = torch.cat([logm[n] for n in ours.layers])
     k = max(1, int(round(target * keys.numel())))
-    from trainers.sparsity import soft_threshold as st_mod
+    from trainers.sparsity import adapmtl as st_mod
 
     res["kth_value_ms"] = {
         "torch.kthvalue": summarize(_repeat(lambda: keys.kthvalue(k), reps)),
@@ -663,8 +663,9 @@ def build_variant(cfg, num_classes: int, state_dict: dict[str, Tensor], pattern:
     pattern: "dense", "unstructured" (global magnitude to `cfg.sparsity.target` over the prunable convs, the
     `gmp_global` method's cut) or "2:4" (`nm_mask` on every eligible prunable conv via `nm_project_`).
     """
-    from trainers.session import build_model
-    from trainers.sparsity.harden import fold_batchnorm_, harden_, nm_project_, summarize_decisions
+    from trainers.assembly import build_model
+    from pipeline.models.folding import fold_batchnorm_
+    from trainers.sparsity.harden import harden_, nm_project_, summarize_decisions
     from trainers.sparsity.methods import build_method
 
     model = build_model(cfg, num_classes)
@@ -826,7 +827,7 @@ def _byte_entropy(b: np.ndarray) -> float:
 def trained_checkpoint(work: Path, method: str, steps: int, threads: int, log: Callable[[str], None]) -> Path:
     """Train the demo preset briefly with `train_run` (cached in `work`); returns checkpoint.pt."""
     from pipeline.config import load_config
-    from trainers.session import train_run, training_fingerprint
+    from trainers.training_run import train_run, training_fingerprint
 
     overrides = [
         "dense_reference=null",
@@ -857,11 +858,12 @@ def trained_checkpoint(work: Path, method: str, steps: int, threads: int, log: C
 
 def adapmtl_hardened(ckpt_path: Path):
     """The hardened AdapMTL model of a train checkpoint (shrunk survivors), BN-folded, and its zero stats."""
-    from pipeline.checkpoint import load_checkpoint
-    from trainers.session import restore_method_model
-    from trainers.sparsity.harden import fold_batchnorm_, harden_
+    from pipeline.checkpoint import TrainCheckpoint, read_checkpoint
+    from pipeline.models.folding import fold_batchnorm_
+    from trainers.hardening import restore_method_model
+    from trainers.sparsity.harden import harden_
 
-    ckpt = load_checkpoint(ckpt_path, "train")
+    ckpt = read_checkpoint(ckpt_path, TrainCheckpoint)
     model, method = restore_method_model(ckpt, ckpt_path)
     names = list(method.layers)
     harden_(method)
@@ -987,7 +989,7 @@ def peak_memory(kind: str, path: Path, batch: int, height: int, width: int, thre
 def run_inference_section(args, log: Callable[[str], None] = print) -> dict[str, Any]:
     from pipeline.checkpoint import load_checkpoint
     from pipeline.config import load_config
-    from trainers.session import build_model, init_conv_weights_
+    from trainers.assembly import build_model, init_conv_weights_
 
     work = Path(args.work)
     torch.set_num_threads(args.threads)

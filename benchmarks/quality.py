@@ -34,7 +34,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from pipeline.config import load_config
-    from trainers.session import train_run
+    from trainers.training_run import train_run
 
     out = Path(job["dir"])
     done = out / "summary.json"

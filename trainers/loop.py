@@ -113,6 +113,15 @@ class Trainer:
         self.step = int(state["step"])
         self.timeseries = list(state["timeseries"])
 
+    # -- batches -------------------------------------------------------------------------------------
+    def global_batch(self, step: int, seed: int) -> dict[str, Tensor]:
+        """The whole (unsharded) batch at `step` of the order seeded by `seed`, on the training device.
+
+        For methods that look at data before training (`SparsityMethod.prepare`) without importing the loop.
+        """
+        idx = batch_indices(step, len(self.dataset), self.cfg.batch_size, seed)
+        return fetch(self.dataset, idx, self.device)
+
     # -- one step ------------------------------------------------------------------------------------
     def _set_lr(self, step: int) -> float:
         f = lr_factor(self.cfg, step, self.steps)

@@ -83,7 +83,7 @@ def test_v0_implementation_matches_current():
 
 
 def test_variants_sizes_and_zero_canonicalisation(tiny, tmp_path):
-    from trainers.session import build_model
+    from trainers.assembly import build_model
 
     state = build_model(tiny, 5).state_dict()
     unstructured, info = cost.build_variant(tiny, 5, state, "unstructured")
@@ -104,7 +104,7 @@ def test_variants_sizes_and_zero_canonicalisation(tiny, tmp_path):
 
 
 def test_latency_memory_and_report(tiny, tmp_path):
-    from trainers.session import build_model
+    from trainers.assembly import build_model
 
     model, _ = cost.build_variant(tiny, 5, build_model(tiny, 5).state_dict(), "dense")
     path = tmp_path / "d.onnx"
