@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.config import TrainConfig
 from pipeline.errors import TrainingDiverged
@@ -72,8 +73,6 @@ class Trainer:
         self.device = cfg.device
         self.net: nn.Module = model
         if dist.is_distributed():
-            from torch.nn.parallel import DistributedDataParallel
-
             # BN running stats are averaged over ranks after every step (sync_buffers_) instead of DDP's
             # broadcast of rank 0's copy: every rank then holds the same state_dict at every step.
             # (torch >= 2.13 renamed broadcast_buffers to forward_sync_buffers.)
