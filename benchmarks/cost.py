@@ -185,9 +185,9 @@ def synthetic_dataset(n: int, height: int, width: int, num_classes: int, seed: i
 
 def make_trainer(cfg, dataset, variant: str, total_steps: int):
     """A Trainer exactly as `train_run` builds it (same seed, init, method, weighting, loss) for a variant."""
+    from trainers.assembly import build_model, init_conv_weights_
     from trainers.loop import Trainer
     from trainers.objectives import MultiTaskLoss
-    from trainers.assembly import build_model, init_conv_weights_
     from trainers.sparsity.methods import build_method
     from trainers.weighting import build_weighting
 
@@ -663,8 +663,8 @@ def build_variant(cfg, num_classes: int, state_dict: dict[str, Tensor], pattern:
     pattern: "dense", "unstructured" (global magnitude to `cfg.sparsity.target` over the prunable convs, the
     `gmp_global` method's cut) or "2:4" (`nm_mask` on every eligible prunable conv via `nm_project_`).
     """
-    from trainers.assembly import build_model
     from pipeline.models.folding import fold_batchnorm_
+    from trainers.assembly import build_model
     from trainers.sparsity.harden import harden_, nm_project_, summarize_decisions
     from trainers.sparsity.methods import build_method
 
