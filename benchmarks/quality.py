@@ -28,7 +28,7 @@ from benchmarks.aggregate import write_results
 from benchmarks.provenance import git_state
 from pipeline.config import load_config
 from pipeline.data import build_dataset
-from trainers.session import train_run
+from trainers.training_run import train_run
 
 ALL_METHODS = [
     "dense", "adapmtl", "adapmtl_component", "adapmtl_faithful", "adapmtl_static", "soft_uniform", "gmp_split",

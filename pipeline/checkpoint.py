@@ -2,18 +2,22 @@
 
 A checkpoint holds tensors, plain containers and primitives only:
 `{"format", "kind", "version", "model": {"name", "kwargs"}, "state_dict", "method": {"name", "state"}, "config", ...}`.
+The typed forms (`TrainCheckpoint`, `HardenedCheckpoint`, `ResumePoint`) name those fields once:
+`write_checkpoint(path, ckpt)` saves one, `read_checkpoint(path, TrainCheckpoint)` loads and checks one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
+from pipeline import __version__
 from pipeline.artifacts import atomic_torch_save
 from pipeline.errors import PipelineError
 
@@ -22,8 +26,6 @@ CHECKPOINT_FORMAT = "mtl-compress.checkpoint/1"
 
 def save_checkpoint(path: Path, kind: str, payload: dict[str, Any]) -> None:
     """Write atomically (temp file + rename): a kill mid-write leaves the previous checkpoint intact."""
-    from pipeline import __version__
-
     atomic_torch_save({"format": CHECKPOINT_FORMAT, "kind": kind, "version": __version__, **payload}, path)
 
 
@@ -75,3 +77,76 @@ def load_model_state(model: nn.Module, state: dict[str, Any], source: Path | str
             "model or task set; use the config it was trained with"
         )
     model.load_state_dict(state)
+
+
+# -- typed checkpoints ----------------------------------------------------------------------------------------
+# Field order is the order written to disk (kept from the dict form, so files stay byte-identical).
+
+
+@dataclasses.dataclass
+class TrainCheckpoint:
+    """`train/checkpoint.pt`: the trained soft/masked model, its method state and what it was trained on."""
+
+    KIND: ClassVar[str] = "train"
+    model: dict[str, Any]  # {"name", "kwargs"}: create_model(**model) rebuilds the architecture
+    state_dict: dict[str, Any]
+    method: dict[str, Any]  # {"name", "state"}
+    tasks: list[str]
+    num_classes: int
+    class_names: list[str]
+    data: dict[str, Any]  # {"name", "fingerprint", "height", "width"}
+    config: dict[str, Any]  # the resolved RunConfig as a dict
+    sparsity: dict[str, Any]
+    versions: dict[str, str]
+    version: str | None = None  # package version that wrote it (filled in on read)
+
+
+@dataclasses.dataclass
+class HardenedCheckpoint:
+    """`harden/model.pt`: the plain hardened model (BN folded into the convs listed in `bn_folded`)."""
+
+    KIND: ClassVar[str] = "hardened"
+    model: dict[str, Any]
+    state_dict: dict[str, Any]
+    bn_folded: list[str]
+    tasks: list[str]
+    num_classes: int
+    class_names: list[str]
+    data: dict[str, Any]
+    pattern: str
+    two_four_layers: list[str]
+    sparsity: dict[str, Any]
+    source: dict[str, Any]  # {"checkpoint", "method"}
+    version: str | None = None
+
+
+@dataclasses.dataclass
+class ResumePoint:
+    """`train/resume.pt`: the full trainer state, used only when its training fingerprint matches."""
+
+    KIND: ClassVar[str] = "resume"
+    fingerprint: str | None
+    trainer: dict[str, Any]
+    version: str | None = None
+
+
+CheckpointT = TypeVar("CheckpointT", TrainCheckpoint, HardenedCheckpoint, ResumePoint)
+
+
+def write_checkpoint(path: Path, ckpt: TrainCheckpoint | HardenedCheckpoint | ResumePoint) -> None:
+    """Save a typed checkpoint atomically (the current package version is recorded, not `ckpt.version`)."""
+    payload = {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt) if f.name != "version"}
+    save_checkpoint(path, ckpt.KIND, payload)
+
+
+def read_checkpoint(path: Path, cls: type[CheckpointT]) -> CheckpointT:
+    """Load a checkpoint of `cls.KIND`; a missing field gives a one-line PipelineError."""
+    raw = load_checkpoint(path, cls.KIND)
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing = [n for n in names if n != "version" and n not in raw]
+    if missing:
+        raise PipelineError(
+            f"checkpoint {path} lacks '{missing[0]}' ({len(missing)} fields missing); it was written by an older "
+            "or different tool: re-run the stage that wrote it"
+        )
+    return cls(**{n: raw.get(n) for n in names})

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.config import TrainConfig
 from pipeline.data.batching import gather
@@ -73,8 +74,6 @@ class Trainer:
         self.device = cfg.device
         self.net: nn.Module = model
         if dist.is_distributed():
-            from torch.nn.parallel import DistributedDataParallel
-
             # BN running stats are averaged over ranks after every step (sync_buffers_) instead of DDP's
             # broadcast of rank 0's copy: every rank then holds the same state_dict at every step.
             # (torch >= 2.13 renamed broadcast_buffers to forward_sync_buffers.)
@@ -116,6 +115,15 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.timeseries = list(state["timeseries"])
+
+    # -- batches -------------------------------------------------------------------------------------
+    def global_batch(self, step: int, seed: int) -> dict[str, Tensor]:
+        """The whole (unsharded) batch at `step` of the order seeded by `seed`, on the training device.
+
+        For methods that look at data before training (`SparsityMethod.prepare`) without importing the loop.
+        """
+        idx = batch_indices(step, len(self.dataset), self.cfg.batch_size, seed)
+        return fetch(self.dataset, idx, self.device)
 
     # -- one step ------------------------------------------------------------------------------------
     def _set_lr(self, step: int) -> float:

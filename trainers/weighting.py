@@ -17,6 +17,8 @@ class StaticWeighting:
     itself (EMA, detached), so every task contributes relative changes on a common scale: the gradients, and
     with them the saliency the learned split reads, measure relative loss change, as ΔT does."""
 
+    kind = "static"  # the name `build_weighting` takes
+
     def __init__(self, tasks: list[str], priority: dict[str, float] | None = None, normalise_losses: bool = False):
         self.tasks = list(tasks)
         self.priority = {t: float((priority or {}).get(t, 1.0)) for t in self.tasks}
@@ -50,6 +52,8 @@ class StaticWeighting:
 
 
 class AdaptiveLossWeighting(StaticWeighting):
+    kind = "adaptive"
+
     def __init__(
         self,
         tasks: list[str],

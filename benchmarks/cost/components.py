@@ -16,8 +16,8 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.cost.machine import repeat_cpu_ms, summarize
+from trainers.sparsity.adapmtl import kth_smallest
 from trainers.sparsity.layers import soft_threshold, soft_threshold_reference
-from trainers.sparsity.soft_threshold import kth_smallest
 
 
 class _SoftThresholdV0(torch.autograd.Function):

@@ -15,12 +15,15 @@ from torch import Tensor
 
 from exporters.onnx_export import export_onnx
 from exporters.simplify import simplify_onnx
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import TrainCheckpoint, read_checkpoint
 from pipeline.config import load_config
-from trainers.session import build_model, restore_method_model, train_run, training_fingerprint
+from pipeline.models.folding import fold_batchnorm_
+from trainers.assembly import build_model
+from trainers.hardening import restore_method_model
 from trainers.sparsity.components import assign_components
-from trainers.sparsity.harden import fold_batchnorm_, harden_, nm_project_, summarize_decisions
+from trainers.sparsity.harden import harden_, nm_project_, summarize_decisions
 from trainers.sparsity.methods import build_method
+from trainers.training_run import train_run, training_fingerprint
 
 
 def prunable_layer_names(model, rules) -> list[str]:
@@ -121,7 +124,7 @@ def trained_checkpoint(work: Path, method: str, steps: int, threads: int, log: C
 
 def adapmtl_hardened(ckpt_path: Path):
     """The hardened AdapMTL model of a train checkpoint (shrunk survivors), BN-folded, and its zero stats."""
-    ckpt = load_checkpoint(ckpt_path, "train")
+    ckpt = read_checkpoint(ckpt_path, TrainCheckpoint)
     model, method = restore_method_model(ckpt, ckpt_path)
     names = list(method.layers)
     harden_(method)

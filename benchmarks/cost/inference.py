@@ -12,9 +12,9 @@ import torch
 from benchmarks.cost.exports import adapmtl_hardened, build_variant, export_variant, trained_checkpoint
 from benchmarks.cost.runtime import latency_table, peak_memory
 from benchmarks.cost.sizes import canonical_zeros_onnx, size_report
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import TrainCheckpoint, read_checkpoint
 from pipeline.config import load_config
-from trainers.session import build_model, init_conv_weights_
+from trainers.assembly import build_model, init_conv_weights_
 
 PATTERNS = ("dense", "unstructured", "2:4")
 SIZE_FIELDS = ("pattern", "prunable_sparsity", "param_sparsity", "prunable_weights", "params")
@@ -28,13 +28,13 @@ def _export_all(cfg, args, steps: int, log: Callable[[str], None]) -> tuple[dict
     """Every (weights, pattern) variant exported to `<work>/onnx`: returns (export facts, models) by key."""
     work = Path(args.work)
     log(f"[inference] weights: train_run on the demo preset, {steps} steps (dense, and AdapMTL at 90 %)")
-    dense_ckpt = load_checkpoint(trained_checkpoint(work, "dense", steps, args.threads, log), "train")
+    dense_ckpt = read_checkpoint(trained_checkpoint(work, "dense", steps, args.threads, log), TrainCheckpoint)
     adap_path = trained_checkpoint(work, "adapmtl", steps, args.threads, log)
-    num_classes = dense_ckpt["num_classes"]
+    num_classes = dense_ckpt.num_classes
     torch.manual_seed(cfg.train.seed)
     init_model = build_model(cfg, num_classes)
     init_conv_weights_(init_model, "normal001", cfg.train.seed)
-    sources = {"trained": dense_ckpt["state_dict"], "init N(0,0.01)": init_model.state_dict()}
+    sources = {"trained": dense_ckpt.state_dict, "init N(0,0.01)": init_model.state_dict()}
 
     exports: dict[str, dict[str, Any]] = {}
     models: dict[str, Any] = {}

@@ -17,12 +17,9 @@ from torch import Tensor
 
 from benchmarks.cost.machine import clock, summarize
 from pipeline.data.base import MultiTaskTensorDataset
+from trainers.assembly import assemble_trainer, build_model, init_conv_weights_
 from trainers.loop import Trainer
-from trainers.objectives import MultiTaskLoss
-from trainers.session import build_model, init_conv_weights_
 from trainers.sparsity.layers import SparseConv2d, soft_threshold_reference
-from trainers.sparsity.methods import build_method
-from trainers.weighting import build_weighting
 
 TASKS = ["seg", "depth", "normal"]
 VARIANTS = ["dense", "adapmtl", "naive"]
@@ -53,19 +50,14 @@ def synthetic_dataset(n: int, height: int, width: int, num_classes: int, seed: i
 
 
 def _assemble(cfg, dataset, method_name: str, total_steps: int) -> Trainer:
-    """The one place this package assembles a Trainer (model + method + weighting + optimizer), exactly as
-    `train_run` does it: same seed, init, method, prescribed weighting and loss."""
-    scfg = dataclasses.replace(cfg.sparsity, method=method_name)
+    """A Trainer exactly as `train_run` builds it (same seed, init, method, prescribed weighting and loss), through
+    the one assembly function, `trainers.assembly.assemble_trainer`."""
+    cfg = dataclasses.replace(cfg, sparsity=dataclasses.replace(cfg.sparsity, method=method_name))
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg, dataset.num_classes)
     init_conv_weights_(model, cfg.train.init, cfg.train.seed)
     model.to(cfg.train.device)
-    method, spec = build_method(scfg, total_steps)
-    method.attach(model)
-    kind = spec.weighting if cfg.train.weighting.kind == "auto" else cfg.train.weighting.kind
-    weighting = build_weighting(kind, list(cfg.tasks), cfg.train.weighting)
-    objective = MultiTaskLoss(cfg.tasks, cfg.train.depth_loss)
-    return Trainer(model, method, weighting, objective, dataset, cfg.train, steps=total_steps)
+    return assemble_trainer(cfg, model, dataset, steps=total_steps)
 
 
 def make_trainer(cfg, dataset, variant: str, total_steps: int) -> Trainer:

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
+
+from pipeline.checkpoint import HardenedCheckpoint, load_model_state, read_checkpoint
+from pipeline.models.folding import fold_batchnorm_
+from pipeline.models.registry import create_model
+
+__all__ = ["load_hardened", "load_hardened_model"]
+
+
+def load_hardened(path: str | Path, source_name: str = "harden/model.pt") -> tuple[nn.Module, HardenedCheckpoint]:
+    """The plain hardened model (eval mode, BN folded where it was) and its typed checkpoint."""
+    ckpt = read_checkpoint(Path(path), HardenedCheckpoint)
+    model = create_model(ckpt.model["name"], **ckpt.model["kwargs"])
+    model.eval()  # folding needs eval-mode BN; the folded values are replaced by the saved weights below
+    fold_batchnorm_(model, only=ckpt.bn_folded)
+    load_model_state(model, ckpt.state_dict, source_name)
+    model.eval()
+    return model, ckpt
 
 
 def load_hardened_model(path: str | Path, source_name: str = "harden/model.pt") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the plain hardened model (with BN folded where it was) from harden/model.pt."""
-    from pipeline.checkpoint import load_checkpoint, load_model_state
-    from pipeline.models.registry import create_model
-
-    ckpt = load_checkpoint(path, "hardened")
-    model = create_model(ckpt["model"]["name"], **ckpt["model"]["kwargs"])
-    modules = dict(model.named_modules())
-    for name in ckpt["bn_folded"]:
-        parent_name, _, child = name.rpartition(".")
-        parent = modules[parent_name] if parent_name else model
-        keys = list(parent._modules.keys())
-        nxt = keys[keys.index(child) + 1]
-        conv = parent._modules[child]
-        parent._modules[nxt] = nn.Identity()
-        if conv.bias is None:
-            conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
-    load_model_state(model, ckpt["state_dict"], source_name)
-    model.eval()
-    return model, ckpt
+    """`load_hardened` with the checkpoint as a plain dict, for callers not yet on the typed form."""
+    model, ckpt = load_hardened(path, source_name)
+    return model, {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt)}

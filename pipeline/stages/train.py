@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import atomic_write_json, read_json
+from pipeline.checkpoint import TrainCheckpoint, read_checkpoint
 from pipeline.config import RunConfig
+from pipeline.data import build_dataset
 from pipeline.errors import PipelineError
+from pipeline.metrics.baselines import constant_predictor_metrics
 from pipeline.metrics.summary import delta_p, delta_t
 from pipeline.stages.base import StageContext, StageRecord
+from trainers import distributed as dist
+from trainers.training_run import checkpoint_fingerprint, train_run, training_fingerprint
 
 
 def dense_variant(cfg: RunConfig) -> RunConfig:
@@ -24,13 +29,10 @@ def finished_result(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
     Used only when `out` holds a final checkpoint and metrics, no resume.pt, and the checkpoint was trained
     with the same training fingerprint as `cfg`; otherwise None (train, or resume, as usual).
     """
-    from pipeline.checkpoint import load_checkpoint
-    from trainers.session import checkpoint_fingerprint, training_fingerprint
-
     if (out / "resume.pt").exists() or not (out / "checkpoint.pt").exists() or not (out / "metrics.json").exists():
         return None
     try:
-        saved = load_checkpoint(out / "checkpoint.pt", "train")
+        saved = read_checkpoint(out / "checkpoint.pt", TrainCheckpoint)
         result = read_json(out / "metrics.json")
     except PipelineError:
         return None  # unreadable leftovers: train again
@@ -41,8 +43,6 @@ def finished_result(out: Path, cfg: RunConfig) -> dict[str, Any] | None:
 
 def reference_metrics(ctx: StageContext) -> tuple[dict[str, Any] | None, str | None]:
     """Dense metrics to compare against: trained here ('auto'), read from a run dir, or none."""
-    from trainers.session import train_run
-
     ref = ctx.cfg.dense_reference
     if ref is None:
         return None, None
@@ -65,18 +65,12 @@ def reference_metrics(ctx: StageContext) -> tuple[dict[str, Any] | None, str | N
 
 def _constant_baseline(cfg: RunConfig) -> dict[str, Any]:
     """Metrics of a constant predictor on the same split: the floor a trained model must clear."""
-    from pipeline.data import build_dataset
-    from pipeline.metrics.baselines import constant_predictor_metrics
-
     train = build_dataset(cfg.data, "train", cfg.tasks)
     val = build_dataset(cfg.data, "val", cfg.tasks)
     return constant_predictor_metrics(train, val, list(cfg.tasks))
 
 
 def run(ctx: StageContext) -> StageRecord:
-    from trainers import distributed as dist
-    from trainers.session import train_run
-
     # After an interruption during the dense reference, the finished main run is not trained again.
     result = finished_result(ctx.out, ctx.cfg) or train_run(ctx.cfg, ctx.out, progress=ctx.options.get("progress", True))
     dense, source = reference_metrics(ctx)

@@ -60,7 +60,7 @@ def _skip_markdown_report(run, report):
 def _install_capture(patcher, out: Path, tag: str, crash_at: int | None = None) -> None:
     """Make `train_run` save each finished trainer's state to out/<tag>-<method>-rank<r>.pt; crash on the
     `crash_at`-th resume point when asked."""
-    import trainers.session as session
+    import trainers.assembly as assembly
     from trainers import distributed as dist
     from trainers.loop import Trainer
 
@@ -78,7 +78,7 @@ def _install_capture(patcher, out: Path, tag: str, crash_at: int | None = None) 
             state = {k: v for k, v in self.state_dict().items() if k != "rng"}
             torch.save(state | {"world": dist.world_size()}, out / f"{tag}-{self.method.name}-rank{dist.rank()}.pt")
 
-    patcher.setattr(session, "Trainer", Capturing)
+    patcher.setattr(assembly, "Trainer", Capturing)
 
 
 def _freeze_bn(patcher) -> None:

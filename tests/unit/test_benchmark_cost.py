@@ -20,8 +20,8 @@ from benchmarks.cost import (
     training_section,
 )
 from pipeline.config import load_config
+from trainers.assembly import build_model
 from trainers.loop import STEP_PHASES
-from trainers.session import build_model
 from trainers.sparsity.layers import soft_threshold_reference
 
 

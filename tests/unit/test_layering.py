@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "trainers", "exporters", "deploy")
 FOUNDATION = (
     "pipeline.config", "pipeline.errors", "pipeline.artifacts", "pipeline.checkpoint",
-    "pipeline.models", "pipeline.data", "pipeline.metrics", "pipeline.progress",
+    "pipeline.models", "pipeline.data", "pipeline.metrics", "pipeline.progress", "pipeline.nm_sparsity",
 )  # fmt: skip
 
 # Cycles that are by design: a registry whose built-in entries register themselves on import.

@@ -9,8 +9,11 @@ masks are then fixed for the rest of training. Written from the paper's descript
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from pipeline.config import SparsityConfig
 from trainers.sparsity.magnitude import FixedMasks
 
 
@@ -18,24 +21,23 @@ class DiSparseStatic(FixedMasks):
     threshold_kind = "none"
     saliency_batches = 8
 
-    def __init__(self, cfg, total_steps: int):
+    def __init__(self, cfg: SparsityConfig, total_steps: int):
         super().__init__(cfg, total_steps, masks={})
 
     def setup(self) -> None:
         for layer in self.layers.values():
             layer.mask = torch.ones_like(layer.weight, dtype=torch.bool)
 
-    def prepare(self, trainer) -> None:
-        """Score weights per task on the first training batches and fix the masks."""
-        from trainers.loop import batch_indices, fetch
+    def prepare(self, trainer: Any) -> None:
+        """Score weights per task on the first training batches and fix the masks.
 
+        `trainer` is the loop's Trainer, used through its attributes only (methods never import the loop)."""
         tasks = list(trainer.objective.tasks)
         names = list(self.layers)
         scores = {t: {n: torch.zeros_like(self.layers[n].weight) for n in names} for t in tasks}
         trainer.model.train()
         for i in range(self.saliency_batches):
-            idx = batch_indices(i, len(trainer.dataset), trainer.cfg.batch_size, trainer.cfg.seed + 7919)
-            batch = fetch(trainer.dataset, idx, trainer.device)
+            batch = trainer.global_batch(i, trainer.cfg.seed + 7919)
             for t in tasks:
                 trainer.model.zero_grad(set_to_none=True)
                 loss = trainer.objective(trainer.model(batch["image"]), batch)[t]

@@ -1,9 +1,11 @@
-"""Hardening: bake thresholds or masks into plain convs, project to NVIDIA's 2:4 pattern, fold batch norm.
+"""Hardening primitives: bake thresholds or masks into plain convs, project to NVIDIA's 2:4 pattern.
 
 - Unstructured: W_hard = sign(W) * max(|W| - tau, 0) (the shrunk values, never W * mask: method.md section 6).
 - 2:4: in every group of 4 consecutive *input channels* of a `[K, C, R, S]` conv weight, for each (k, r, s),
   at most 2 nonzeros (the axis TensorRT and `polygraphy inspect sparsity` check; peers.md 2.1). The 2 largest
   magnitudes survive. Layers TensorRT cannot run sparse are left as they are, with the reason recorded.
+The 2:4 check is `pipeline.nm_sparsity.nm_violations`, BN folding `pipeline.models.folding.fold_batchnorm_`;
+`trainers.hardening` strings these steps together.
 """
 
 from __future__ import annotations
@@ -48,13 +50,6 @@ def nm_mask(weight: Tensor, n: int = 2, m: int = 4) -> Tensor:
     keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True)
     # never "keep" an exact zero over a nonzero: topk already prefers larger magnitudes
     return keep.reshape(w.shape).movedim(-1, 1)
-
-
-def nm_violations(weight: Tensor, n: int = 2, m: int = 4) -> int:
-    """Number of groups (of `m` along input channels) holding more than `n` nonzeros."""
-    w = (weight.detach() != 0).movedim(1, -1)
-    groups = w.reshape(*w.shape[:-1], w.shape[-1] // m, m)
-    return int((groups.sum(-1) > n).sum())
 
 
 def nm_eligibility(conv: nn.Conv2d, min_channels: int = 16) -> tuple[bool, str]:
@@ -112,32 +107,8 @@ def nm_project_(
     return decisions, masks
 
 
-@torch.no_grad()
-def fold_batchnorm_(model: nn.Module) -> list[str]:
-    """Fold every BatchNorm2d that directly follows a Conv2d inside an nn.Sequential into that conv (eval mode).
-
-    Folding scales each output channel, so zeros and 2:4 patterns survive. The folded conv gains a bias and the
-    BN becomes Identity. Returns the folded conv names. Callers check the outputs are unchanged.
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded = []
-    for parent_name, parent in model.named_modules():
-        if not isinstance(parent, nn.Sequential):
-            continue
-        keys = list(parent._modules.keys())
-        for a, b in zip(keys, keys[1:]):
-            conv, bn = parent._modules[a], parent._modules[b]
-            if type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d):
-                fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
-                conv.weight.copy_(fused.weight)
-                conv.bias = nn.Parameter(fused.bias.detach().clone())
-                parent._modules[b] = nn.Identity()
-                folded.append(f"{parent_name}.{a}" if parent_name else a)
-    return folded
-
-
 def summarize_decisions(decisions: list[NMDecision]) -> dict[str, Any]:
+    """How many layers got each pattern."""
     counts: dict[str, int] = {}
     for d in decisions:
         counts[d.pattern] = counts.get(d.pattern, 0) + 1

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from pipeline.config import SparsityConfig
 from pipeline.errors import ConfigError
+from trainers.sparsity.adapmtl import FaithfulSoftThresholds, SoftThresholds
 from trainers.sparsity.base import SparsityMethod
 from trainers.sparsity.disparse import DiSparseStatic
 from trainers.sparsity.magnitude import MagnitudePruning
-from trainers.sparsity.soft_threshold import FaithfulSoftThresholds, SoftThresholds
 
 
 class DenseTraining(SparsityMethod):

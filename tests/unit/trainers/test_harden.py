@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from trainers.sparsity.harden import fold_batchnorm_, nm_eligibility, nm_mask, nm_project_, nm_violations
+from pipeline.errors import PipelineError
+from pipeline.models.folding import fold_batchnorm_
+from pipeline.nm_sparsity import nm_violations as _nm_violations
+from trainers.sparsity.harden import nm_eligibility, nm_mask, nm_project_
+
+
+def nm_violations(w: torch.Tensor) -> int:
+    return _nm_violations(w.detach().numpy())
 
 
 def test_nm_mask_keeps_two_largest_of_each_group_of_four_input_channels():
@@ -17,8 +25,7 @@ def test_nm_mask_keeps_two_largest_of_each_group_of_four_input_channels():
     pruned = w2 * nm_mask(w2)
     assert nm_violations(pruned) == 0 and nm_violations(w2) > 0
     assert int((pruned != 0).sum()) == w2.numel() // 2
-    per_group = (pruned != 0).movedim(1, -1).reshape(6, 3, 3, 4, 4).sum(-1)
-    assert bool((per_group == 2).all())
+    assert _nm_violations(pruned.numpy(), n=1) == pruned.numel() // 4  # every group holds exactly 2 nonzeros
 
 
 def test_eligibility_rules():
@@ -60,3 +67,12 @@ def test_fold_batchnorm_keeps_outputs_and_zeros():
     assert isinstance(model[1], nn.Identity)
     assert torch.allclose(before, after, atol=1e-5)
     assert torch.equal(conv.weight == 0, zeros) and nm_violations(conv.weight) == 0
+
+
+def test_fold_batchnorm_only_rebuilds_the_listed_structure():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+    assert fold_batchnorm_(model.eval(), only=["2"]) == ["2"]
+    assert isinstance(model[1], nn.BatchNorm2d) and isinstance(model[3], nn.Identity)
+    assert model[2].bias is not None
+    with pytest.raises(PipelineError, match="'0'|0 is not a conv"):
+        fold_batchnorm_(nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU()).eval(), only=["0"])

@@ -10,7 +10,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data import build_dataset
 from pipeline.metrics.baselines import constant_predictor_metrics
-from trainers.session import train_run
+from trainers.training_run import train_run
 
 
 @pytest.mark.slow

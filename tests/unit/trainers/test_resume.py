@@ -11,8 +11,8 @@ from pipeline.models.registry import create_model
 from tests.helpers import with_sparsity, with_train
 from trainers.loop import Trainer
 from trainers.objectives import MultiTaskLoss
-from trainers.session import init_conv_weights_
 from trainers.sparsity.methods import build_method
+from trainers.training_run import init_conv_weights_
 from trainers.weighting import build_weighting
 
 
