@@ -26,10 +26,6 @@ ALLOWED_CYCLES: set[frozenset[str]] = {
     frozenset({"pipeline.models.registry", "pipeline.models.zoo"}),
 }
 
-# Offenders in files that other work packages of issue #11 fix in parallel; (importer, imported) pairs for the
-# layer rules and module sets for cycles. The lead empties this at merge: nothing may stay here.
-KNOWN_VIOLATIONS_BEING_FIXED: set[tuple[str, str]] = set()
-KNOWN_CYCLES_BEING_FIXED: set[frozenset[str]] = set()
 
 
 def _module_name(path: Path) -> str:
@@ -104,7 +100,7 @@ def _violations(importers, forbidden) -> list[str]:
         if not importers(mod):
             continue
         for target in sorted(_imports(mod, module_level_only=False)):
-            if forbidden(target) and (mod, target) not in KNOWN_VIOLATIONS_BEING_FIXED:
+            if forbidden(target):
                 found.append(f"{mod} imports {target}")
     return found
 
@@ -178,7 +174,7 @@ def test_no_import_cycles_between_modules(module_level_only):
     """A lazy import that closes a cycle is still a cycle: it only hides it from Python's import order."""
     graph = {m: {t for t in _imports(m, module_level_only=module_level_only) if t in MODULES and t != m}
              for m in MODULES}
-    cycles = [c for c in _cycles(graph) if c not in ALLOWED_CYCLES | KNOWN_CYCLES_BEING_FIXED]
+    cycles = [c for c in _cycles(graph) if c not in ALLOWED_CYCLES]
     assert cycles == [], [sorted(c) for c in cycles]
 
 
