@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 
+pytestmark = pytest.mark.timeout(900)  # a full tiny run all (dense reference included) on a busy machine
+
 INT8 = ["--config", "tiny", "--no-progress", "--set", "quantize.mode=int8"]
 
 
