@@ -13,10 +13,10 @@ from typing import Any
 
 from deploy.engine_check import CheckSettings, ReferenceData, check_settings_from_config, run_engine_checks
 from deploy.environment import sparse_note
-from deploy.tensorrt_build import build_engine
-from deploy.tensorrt_logs import onnx_node_layer_map, sparse_layer_report
 from deploy.runners import TensorRTRunner, run_batched
 from deploy.task_gate import GateTolerances, ort_outputs, task_gate
+from deploy.tensorrt_build import build_engine
+from deploy.tensorrt_logs import onnx_node_layer_map, sparse_layer_report
 from deploy.tensorrt_plan import plan_build
 from pipeline.config import RunConfig
 

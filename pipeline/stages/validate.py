@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from deploy.io import save_npz
-from deploy.quantize_stage import INT8_NAME, int8_gate_report, split_arrays
 from deploy.onnx_validation import (
     ImageSet,
     compare_torch_and_onnxrt,
@@ -22,6 +21,7 @@ from deploy.onnx_validation import (
     save_comparison_arrays,
     validation_verdict,
 )
+from deploy.quantize_stage import INT8_NAME, int8_gate_report, split_arrays
 from pipeline.artifacts import atomic_write_json, read_json
 from pipeline.data import build_dataset
 from pipeline.data.batching import gather
