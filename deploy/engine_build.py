@@ -13,6 +13,8 @@ from typing import Any
 
 from deploy.engine_check import CheckSettings, ReferenceData, check_settings_from_config, run_engine_checks
 from deploy.environment import sparse_note
+from deploy.runners import TensorRTRunner, run_batched
+from deploy.task_gate import GateTolerances, ort_outputs, task_gate
 from deploy.tensorrt_build import build_engine
 from deploy.tensorrt_logs import onnx_node_layer_map, sparse_layer_report
 from deploy.tensorrt_plan import plan_build
@@ -132,4 +134,54 @@ def build_and_check_engines(
         "sparse_layers": layers,
         "sparse_speedup": _speedup(engines, cfg, settings),
         "note": sparse_note(probe),
+    }
+
+
+def build_int8_engine(
+    cfg: RunConfig,
+    int8_onnx: str | Path,
+    out_dir: str | Path,
+    reference: ReferenceData,
+    probe: dict[str, Any],
+    *,
+    runner_factory: Callable[[Path], Any] | None = None,
+) -> dict[str, Any]:
+    """Build an INT8 engine from the quantize stage's QDQ model and gate it against ONNX Runtime's int8 outputs.
+
+    Explicit quantization (the Q/DQ scales), FP16 allowed for the rest, SPARSE_WEIGHTS when the hardened
+    weights are 2:4. The gate is the task-level one (`deploy.task_gate`, tolerances from `quantize.gate`) on the
+    saved validation inputs and targets, with ONNX Runtime CPU as the reference.
+
+    Returns:
+        {"status": "ok" | "failed", "reason", "build": sidecar, "gate": GateResult dict} or, when the build
+        itself fails, {"status": "failed", "reason", "traceback"}.
+    """
+    int8_onnx, out_dir = Path(int8_onnx), Path(out_dir)
+    engine, _, log_name = engine_files("int8")
+    sparse = bool(reference.two_four_layers)
+    try:
+        plan = plan_build(
+            probe["tensorrt"]["version"], cfg.build, int8_onnx, sparse, hw=profile_hw(cfg),
+            timing_cache_path=out_dir / "timing.cache", int8=True,
+        )
+        sidecar = build_engine(plan, int8_onnx, out_dir / engine, out_dir / "timing.cache", out_dir / log_name)
+        if reference.targets is None:
+            return {"status": "failed", "reason": "validate saved no targets.npz: no int8 gate", "build": sidecar}
+        batch = cfg.validate.batch_size
+        images = next(iter(reference.inputs.values()))
+        ort = ort_outputs(int8_onnx, images, batch)
+        with (runner_factory or TensorRTRunner)(out_dir / engine) as runner:
+            trt_out = run_batched(runner, dict(reference.inputs), batch)
+        gate = task_gate(
+            ort, trt_out, reference.targets, reference.tasks, reference.num_classes,
+            GateTolerances.from_mapping(cfg.quantize.gate),
+        )
+    except Exception as e:  # noqa: BLE001 - recorded like the dense and sparse builds; the stage decides
+        return {"status": "failed", "reason": f"int8 engine: {type(e).__name__}: {e}",
+                "traceback": traceback.format_exc()}
+    return {
+        "status": "ok" if gate.passed else "failed",
+        "reason": None if gate.passed else f"TensorRT int8 vs ONNX Runtime int8: {gate.message()}",
+        "build": sidecar,
+        "gate": gate.to_dict(),
     }

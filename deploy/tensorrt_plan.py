@@ -133,6 +133,7 @@ def plan_build(
     *,
     hw: tuple[int, int] | None = None,
     timing_cache_path: str | Path | None = None,
+    int8: bool = False,
 ) -> BuildPlan:
     """Decide flags, precision route, profile and workspace for one engine; reads only the ONNX graph inputs.
 
@@ -143,6 +144,9 @@ def plan_build(
         sparse: request sparse-weight tactics (only meaningful for 2:4-hardened weights).
         hw: height and width for inputs exported with symbolic spatial dims.
         timing_cache_path: where `build_engine` loads and saves the timing cache (None: next to the engine).
+        int8: the ONNX is a QDQ int8 model (the quantize stage's): explicit quantization, the Q/DQ scales decide
+            which layers run int8; on TensorRT 10 FP16 is allowed for the rest (fallback), on >= 11 the
+            strongly typed network keeps the ONNX's own types (fp32 outside the Q/DQ pairs).
     """
     major = trt_major_version(trt_version)
     if major < 10:
@@ -153,7 +157,15 @@ def plan_build(
     notes: list[str] = []
     flags: list[str] = []
     net_flags: list[str] = []
-    if major == 10:
+    if int8:
+        strongly_typed, convert = major >= 11, False
+        strategy = "int8_qdq_fp16_fallback" if major == 10 else "strongly_typed_int8_qdq"
+        if major == 10:
+            flags += ["INT8", "FP16"]  # INT8 for the Q/DQ layers, FP16 for everything else
+        else:
+            net_flags.append("STRONGLY_TYPED")
+            notes.append(f"TensorRT {major}.x: explicit quantization from the QDQ ONNX; no FP16 fallback flag")
+    elif major == 10:
         strongly_typed, convert = False, False
         strategy = "fp16_builder_flag" if fp16 else "fp32"
         if fp16:
@@ -167,7 +179,7 @@ def plan_build(
         )
     if sparse:
         flags.append("SPARSE_WEIGHTS")
-        if not fp16:
+        if not (fp16 or int8):
             notes.append(
                 "SPARSE_WEIGHTS is only used with FP16/INT8; an FP32/TF32 engine will pick no sparse tactic"
             )
@@ -182,7 +194,7 @@ def plan_build(
     return BuildPlan(
         trt_version=str(trt_version),
         trt_major=major,
-        precision=cfg.precision,
+        precision="int8" if int8 else cfg.precision,
         strategy=strategy,
         sparse=bool(sparse),
         strongly_typed=strongly_typed,

@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from exporters.checks import _weight_key, conv_weights_from_onnx, nm_report
-from exporters.fileio import staged_output
+from pipeline.artifacts import staged_output
+from pipeline.config import QuantizeConfig  # the `quantize:` section; re-exported for callers
 from pipeline.errors import CheckFailed, ConfigError, MissingArtifactError
 
 log = logging.getLogger(__name__)
@@ -58,28 +59,6 @@ CALIBRATION_METHODS = {
     "percentile": CalibrationMethod.Percentile,
 }
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-
-
-@dataclass(frozen=True)
-class QuantizeConfig:
-    """Proposal for the `quantize:` config section (the lead moves it into pipeline/config.py).
-
-    Defaults chosen by measurement on the demo model's dev (val) split; see docs/quantize_notes.md.
-    `gate` keys are `deploy.task_gate.GateTolerances` fields (a dict, like `validate.atol`, so YAML maps 1:1).
-    """
-
-    mode: str = "none"  # none | int8; the demo preset sets int8
-    calibration_samples: int = 64  # TRAIN-split images; 0 or more than the split is a ConfigError
-    calibration_method: str = "percentile"  # minmax | entropy | percentile
-    percentile: float = 99.999  # only for percentile calibration
-    calibration_batch_size: int = 8
-    per_channel: bool = True  # weights are always symmetric int8
-    activation_type: str = "uint8"  # uint8 | int8
-    reduce_range: bool = False
-    exclude: list[str] = field(default_factory=list)  # Conv node names left in fp32 by the user
-    auto_exclude: bool = True  # per-layer sensitivity search when the full int8 model fails the gate
-    max_auto_exclude: int = 4
-    gate: dict[str, float] = field(default_factory=dict)  # overrides of deploy.task_gate.GateTolerances
 
 
 def validate_settings(method: str, activation_type: str) -> None:

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from exporters.fileio import staged_output
 from exporters.quantize import QuantizeInfo, conv_nodes, preprocess, quantize_int8
+from pipeline.artifacts import staged_output
 
 __all__ = ["Judgement", "SensitivityResult", "search_fp32_layers"]
 

@@ -36,6 +36,7 @@ STAGE_HELP = {
     "train": "Train with the configured sparsity method (checkpoint, sparsity.json, metrics).",
     "harden": "Bake thresholds/masks into plain convs: unstructured, 2:4 or adaptive-2:4.",
     "export": "Export a multi-head ONNX, simplify, verify the sparsity survived, compress.",
+    "quantize": "INT8 (QDQ) model calibrated on TRAIN images, sensitive layers left fp32; CPU latency table (quantize.mode).",
     "validate": "Compare ONNX Runtime (CPU) with PyTorch per head and per task metric.",
     "build": "Build dense and sparse TensorRT engines; check accuracy and latency (skipped without TensorRT).",
 }

@@ -155,6 +155,49 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class QuantizeConfig:
+    """The `quantize:` section: INT8 (QDQ) quantization of the exported model, its gate and latency table.
+
+    Defaults measured on the demo model (docs/quantize_notes.md). `gate` keys are `deploy.task_gate.GateTolerances`
+    fields (a dict, like `validate.atol`, so YAML maps 1:1). Calibration images come from the TRAIN split.
+    """
+
+    mode: Literal["none", "int8"] = "none"  # the demo preset sets int8
+    calibration_samples: int = 64  # TRAIN-split images; more than the split is a ConfigError at stage time
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "percentile"
+    percentile: float = 99.999  # only for percentile calibration
+    calibration_batch_size: int = 8
+    per_channel: bool = True  # weights are always symmetric int8
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    reduce_range: bool = False
+    exclude: list[str] = field(default_factory=list)  # Conv node names left in fp32 by the user
+    auto_exclude: bool = True  # per-layer sensitivity search when the full int8 model fails the gate
+    max_auto_exclude: int = 4
+    gate: dict[str, float] = field(default_factory=dict)  # overrides of deploy.task_gate.GateTolerances
+    # Latency table (ONNX Runtime CPU, side by side): batch sizes, intra-op threads (empty: 1 and all cores).
+    latency_batches: list[int] = field(default_factory=lambda: [1, 8])
+    latency_threads: list[int] = field(default_factory=list)
+    latency_warmup: int = 5
+    latency_rounds: int = 5
+    latency_iters: int = 10
+
+
+def check_quantize(q: QuantizeConfig) -> list[str]:
+    """Value checks of the `quantize:` section (the split-size bound is checked where the split is known)."""
+    problems = []
+    if q.calibration_samples < 1:
+        problems.append(f"'quantize.calibration_samples' = {q.calibration_samples}: it must be at least 1 (e.g. 64)")
+    for name in ("calibration_batch_size", "latency_rounds", "latency_iters"):
+        if getattr(q, name) < 1:
+            problems.append(f"'quantize.{name}' = {getattr(q, name)} must be at least 1")
+    if q.latency_warmup < 0 or q.max_auto_exclude < 0:
+        problems.append("'quantize.latency_warmup' and 'quantize.max_auto_exclude' must not be negative")
+    if not q.latency_batches or any(b < 1 for b in q.latency_batches + q.latency_threads):
+        problems.append("'quantize.latency_batches' needs at least one size; batches and threads must be >= 1")
+    return problems
+
+
+@dataclass(frozen=True)
 class RunConfig:
     tasks: list[str] = field(default_factory=lambda: list(TASK_KINDS))
     data: DataConfig = field(default_factory=DataConfig)
@@ -165,6 +208,7 @@ class RunConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     dense_reference: str | None = None  # run dir of a dense run for delta_t / delta_p; "auto": train one
 
 
@@ -240,4 +284,5 @@ def check_values(
     b = cfg.build
     if not (1 <= b.min_batch <= b.opt_batch <= b.max_batch):
         problems.append("'build.min_batch' <= 'build.opt_batch' <= 'build.max_batch' must hold, all >= 1")
+    problems += check_quantize(cfg.quantize)
     return problems

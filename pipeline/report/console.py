@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deploy.latency_table import format_latency_table
 from pipeline.metrics.summary import METRIC_DIRECTIONS
 
 
@@ -48,6 +49,22 @@ def format_summary(report: dict[str, Any]) -> str:
     if v:
         heads = "  ".join(f"{h}:{'pass' if r['passed'] else 'FAIL'}(max {r['max_abs']:.1e})" for h, r in v["heads"].items())
         lines.append(f"validate  {'PASSED' if v['passed'] else 'FAILED'}  {heads}  metrics agree={v['metrics_agree']}")
+    lines += quantize_summary(report)
     b = report.get("build") or {}
     lines.append(f"build     {b.get('status')}" + (f" ({b.get('reason')})" if b.get("reason") else ""))
     return "\n".join(lines)
+
+
+def quantize_summary(report: dict[str, Any]) -> list[str]:
+    """The int8 verdict (with the failing heads and numbers) and the latency table; nothing when mode is none."""
+    q = report.get("quantize")
+    if not q:
+        return []
+    gate = q.get("gate") or {}
+    verdict = gate.get("message") or "int8 accuracy gate not run (validate has not run)"
+    dt = (gate.get("delta_t_vs_dense") or {}).get("int8")
+    lines = [f"int8      {verdict}  fp32 convs={q.get('fp32_convs')}" + (f"  delta_t {dt:+.2f}" if dt is not None else "")]
+    lat = report.get("latency")
+    if lat:
+        lines += ["latency   ONNX Runtime CPU, " + (lat.get("note") or ""), format_latency_table(lat)]
+    return lines

@@ -1,6 +1,7 @@
 """The run report: `report.json` (stable keys users script against) and `report.md` with plots.
 
-Stable keys: `sparsity`, `metrics` (`pruned`, `dense`), `delta_t`, `delta_p`, `export`, `validation`, `build`.
+Stable keys: `sparsity`, `metrics` (`pruned`, `dense`), `delta_t`, `delta_p`, `export`, `validation`, `build`;
+`quantize` and `latency` when `quantize.mode` is int8.
 More keys may be added; none of these are renamed.
 """
 
@@ -18,6 +19,15 @@ REPORT_SCHEMA = "mtl-compress.report/1"
 
 def _maybe(path: Path) -> Any:
     return read_json(path) if path.exists() else None
+
+
+def _quantize_keys(run: RunDir) -> dict[str, Any]:
+    """`quantize` (the int8 model, with validate's gate under `gate`) and `latency`; absent when mode is none."""
+    quantize = _maybe(run.path("quantize", "quantize.json"))
+    if not quantize:
+        return {}
+    gate = _maybe(run.path("validate", "int8_gate.json"))
+    return {"quantize": {**quantize, "gate": gate}, "latency": _maybe(run.path("quantize", "latency.json"))}
 
 
 def build_run_report(run: RunDir) -> dict[str, Any]:
@@ -72,6 +82,7 @@ def build_run_report(run: RunDir) -> dict[str, Any]:
             "metrics_agree": validation["metrics_agree"],
             "real_data": validation.get("real_data"),
         }
+    report.update(_quantize_keys(run))
     report["build"] = build or {"status": stages.get("build", {}).get("status", "not run"),
                                 "reason": stages.get("build", {}).get("reason")}
     return report

@@ -29,6 +29,7 @@ from pipeline.report.markdown_format import (
     Figures,
     read_optional,
 )
+from pipeline.report.sections_quantize import quantize_section
 from pipeline.report.sections_stages import (
     build_section,
     export_section,
@@ -57,6 +58,7 @@ def write_markdown_report(run: RunDir, report: dict[str, Any]) -> Path:
         training_section(report, ts, ts_note, figs),
         metrics_section(report, figs),
         export_section(report),
+        quantize_section(report),
         validation_section(report),
         build_section(report),
     ]

@@ -22,7 +22,7 @@ import yaml
 from pipeline.artifacts import RunDir, atomic_write_text, now_iso, sha256_file, sha256_json
 from pipeline.config import RunConfig, config_to_dict
 from pipeline.errors import CheckFailed, MissingArtifactError, PipelineError, StaleArtifactError
-from pipeline.stages import build, export, harden, train, validate
+from pipeline.stages import build, export, harden, quantize, train, validate
 from pipeline.stages.base import STAGE_NAMES, Stage, StageContext, StageRecord
 
 __all__ = [
@@ -43,6 +43,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+INT8_NEED = ("quantize/model_int8.onnx",)  # optional: written only when quantize.mode is int8
+
+
 def _stage_table() -> tuple[Stage, ...]:
     return (
         Stage("train", train.run, (), ("tasks", "data", "model", "train", "sparsity", "dense_reference"), True,
@@ -51,10 +54,15 @@ def _stage_table() -> tuple[Stage, ...]:
               "bake thresholds/masks into plain convs (unstructured, 2:4 or adaptive-2:4), fold BN"),
         Stage("export", export.run, ("harden/model.pt",), ("export",), False,
               "export a multi-head ONNX, simplify it, verify the zero pattern survived, compress"),
-        Stage("validate", validate.run, ("harden/model.pt", "export/model.onnx"), ("validate", "data"), False,
-              "compare ONNX Runtime (CPU) with PyTorch per head and per task metric"),
+        Stage("quantize", quantize.run, ("export/model.onnx",), ("quantize", "data", "export", "dense_reference"), False,
+              "int8 (QDQ) model calibrated on train images, sensitive layers left fp32; CPU latency table",
+              INT8_NEED),
+        Stage("validate", validate.run, ("harden/model.pt", "export/model.onnx"), ("validate", "data", "quantize"),
+              False, "compare ONNX Runtime (CPU) with PyTorch per head and per task metric; the int8 gate",
+              INT8_NEED),
         Stage("build", build.run, ("export/model.onnx", "validate/inputs.npz", "validate/outputs_torch.npz"),
-              ("build",), False, "build dense and sparse TensorRT engines and check accuracy and latency"),
+              ("build", "quantize"), False, "build dense and sparse TensorRT engines and check accuracy and latency",
+              INT8_NEED),
     )
 
 
@@ -79,9 +87,16 @@ def config_key(cfg: RunConfig, stage: Stage) -> str:
     return sha256_json({k: d[k] for k in stage.config_sections})
 
 
+def _produced(manifest: dict[str, Any], rel: str) -> bool:
+    """Whether the manifest records `rel` as an output of its stage (the test for an optional input)."""
+    entry = manifest.get("stages", {}).get(rel.split("/")[0], {})
+    return entry.get("status") == "ok" and any(o.get("path") == rel for o in entry.get("outputs", []))
+
+
 def check_needs(run: RunDir, stage: Stage) -> None:
     manifest = run.load_manifest()
-    for rel in stage.needs:
+    optional = [rel for rel in stage.optional_needs if _produced(manifest, rel)]
+    for rel in (*stage.needs, *optional):
         up = rel.split("/")[0]
         entry = manifest.get("stages", {}).get(up, {})
         if not run.path(rel).exists():
@@ -129,7 +144,8 @@ def execute_stage(run: RunDir, cfg: RunConfig, name: str, options: dict[str, Any
         record = stage.run(StageContext(run, cfg, tmp, dict(options or {})))
     seconds = time.perf_counter() - t0
     folder = run.stage_dir(stage.name)
-    inputs = [run.file_record(run.path(rel)) for rel in stage.needs] + [
+    used = [*stage.needs, *(rel for rel in stage.optional_needs if _produced(run.load_manifest(), rel))]
+    inputs = [run.file_record(run.path(rel)) for rel in used] + [
         {"path": str(p), "sha256": sha256_file(p)} for p in record.inputs if Path(p).exists() and not _inside(run, p)
     ]
     outputs = [run.file_record(folder / o) for o in record.outputs if (folder / o).exists()]

@@ -1,6 +1,6 @@
 """What every stage adapter shares: the stage names, the context a stage runs in and the record it returns.
 
-Adapters (`pipeline/stages/{train,harden,export,validate,build}.py`) import from here, never from the
+Adapters (`pipeline/stages/{train,harden,export,quantize,validate,build}.py`) import from here, never from the
 `pipeline.stages` package, so the stage table in `pipeline/stages/__init__.py` can import the adapters at
 module top without an import cycle.
 """
@@ -16,7 +16,7 @@ from pipeline.artifacts import RunDir
 from pipeline.config import RunConfig
 
 # The pipeline order; the one definition (CLI choices, the stage table and the reports use it).
-STAGE_NAMES = ("train", "harden", "export", "validate", "build")
+STAGE_NAMES = ("train", "harden", "export", "quantize", "validate", "build")
 
 
 @dataclass
@@ -44,3 +44,6 @@ class Stage:
     config_sections: tuple[str, ...]
     keep_partial: bool = False  # train keeps resume.pt in its staging folder across interruptions
     description: str = ""
+    # Upstream files used when their stage produced them (quantize's int8 model is absent when mode is none):
+    # checked like `needs` (sha256 against the manifest) and recorded as inputs only when listed as an output.
+    optional_needs: tuple[str, ...] = ()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.engine_build import ENGINE_KINDS, build_and_check_engines, engine_files
+from deploy.engine_build import ENGINE_KINDS, build_and_check_engines, build_int8_engine, engine_files
 from deploy.engine_check import (
     check_ort_gpu,
     check_settings_from_config,
@@ -52,9 +52,16 @@ def run(ctx: StageContext) -> StageRecord:
     report |= build_and_check_engines(cfg, onnx_path, ctx.out, reference, probe, settings=settings)
     hw = (cfg.data.height, cfg.data.width)
     report["torch_cuda_latency"] = torch_cuda_latencies(load_hardened_model(model_path)[0], settings, hw)
+    int8_path = ctx.run.path("quantize", "model_int8.onnx")  # present only when quantize.mode is int8
+    if int8_path.exists():
+        report["int8_engine"] = build_int8_engine(cfg, int8_path, ctx.out, reference, probe)
+        if report["int8_engine"]["status"] != "ok":
+            report["status"] = "failed"
+            report["reason"] = "; ".join(r for r in (report["reason"], report["int8_engine"]["reason"]) if r)
     atomic_write_json(ctx.out / "report.json", report)
     ok = report["status"] == "ok"
-    files = ["report.json", "timing.cache"] + [f for kind, _ in ENGINE_KINDS for f in engine_files(kind)]
+    kinds = [kind for kind, _ in ENGINE_KINDS] + ["int8"]
+    files = ["report.json", "timing.cache"] + [f for kind in kinds for f in engine_files(kind)]
     return StageRecord(
         status="ok" if ok else "failed",
         reason=report["reason"],

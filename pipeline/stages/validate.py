@@ -21,7 +21,8 @@ from deploy.onnx_validation import (
     save_comparison_arrays,
     validation_verdict,
 )
-from pipeline.artifacts import atomic_write_json
+from deploy.quantize_stage import INT8_NAME, int8_gate_report, split_arrays
+from pipeline.artifacts import atomic_write_json, read_json
 from pipeline.data import build_dataset
 from pipeline.data.batching import gather
 from pipeline.data.nyuv2_png import find_realdata, load_nyuv2_png
@@ -44,6 +45,22 @@ def _real_root(setting: str | None) -> Path | None:
     if root is None:
         log.warning("real NYUv2 sample not found; validated on the embedded dataset only")
     return root
+
+
+def _int8_gate(ctx: StageContext, tasks: list[str], num_classes: int) -> dict[str, Any] | None:
+    """The int8 model (when the quantize stage wrote one) against fp32 on the whole VAL split, in task units."""
+    int8 = ctx.run.path("quantize", INT8_NAME)
+    if not int8.exists():
+        return None
+    metrics = ctx.run.path("train", "metrics.json")
+    dense = (read_json(metrics).get("reference") or {}).get("dense") if metrics.exists() else None
+    images, targets = split_arrays(build_dataset(ctx.cfg.data, "val", tasks), None, tasks)
+    report = int8_gate_report(
+        ctx.run.path("export", "model.onnx"), int8, images, targets, tasks, num_classes, ctx.cfg.quantize,
+        dense, ctx.cfg.validate.batch_size,
+    )
+    atomic_write_json(ctx.out / "int8_gate.json", report)
+    return report
 
 
 def run(ctx: StageContext) -> StageRecord:
@@ -72,6 +89,13 @@ def run(ctx: StageContext) -> StageRecord:
 
     report, reason = validation_verdict(held_out, real, len(held_out_set.images), vcfg)
     atomic_write_json(ctx.out / "report.json", report)
+    summary_int8 = {}
+    int8 = _int8_gate(ctx, tasks, num_classes)
+    if int8 is not None:
+        outputs.append("int8_gate.json")
+        summary_int8 = {"int8_gate": int8["passed"]}
+        if not int8["passed"]:
+            reason = "; ".join(r for r in (reason, int8["message"]) if r)
     return StageRecord(
         status="ok" if reason is None else "failed",
         reason=reason,
@@ -81,5 +105,6 @@ def run(ctx: StageContext) -> StageRecord:
             "verdict": report["verdict"],
             "metrics_agree": report["metrics_agree"],
             "real_data": None if real is None else real["passed"],
+            **summary_int8,
         },
     )
