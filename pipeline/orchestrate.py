@@ -7,7 +7,9 @@ where config names meet their registries: `load_run_config` checks model and spa
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ import torch
 from pipeline.artifacts import RunDir, sha256_file
 from pipeline.config import RunConfig, config_to_dict, load_config
 from pipeline.errors import BackendUnavailable, ConfigError, PipelineError, StaleArtifactError
-from pipeline.models.registry import list_models
+from pipeline.models.multitask import task_channels
+from pipeline.models.registry import create_model, list_models
 from pipeline.report import write_run_report
 from pipeline.stages import STAGE_NAMES, execute_stage, follow_stage, get_stage, stage_state, write_config
 from trainers import distributed as dist
@@ -98,7 +101,8 @@ def resolve_run(
 
 
 def check_device(cfg: RunConfig) -> None:
-    """`train.device` must exist on this machine (the config checks only its spelling)."""
+    """What the config alone cannot know, checked before anything is written: `train.device` exists here, the
+    model options build a model that can run, and a dense reference file holds metrics."""
     dev = cfg.train.device
     if dev.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -107,6 +111,26 @@ def check_device(cfg: RunConfig) -> None:
         index = int(dev.split(":")[1]) if ":" in dev else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"'train.device' = {dev!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about zero-size weights before create_model refuses them
+        create_model(cfg.model.name, task_channels(cfg.tasks, cfg.data.num_classes), **cfg.model.kwargs)
+    _check_dense_reference(cfg.dense_reference)
+
+
+def _check_dense_reference(ref: str | None) -> None:
+    if ref in (None, "auto"):
+        return
+    path = Path(ref)
+    cand = path / "train" / "metrics.json" if path.is_dir() else path
+    try:
+        metrics = json.loads(cand.read_text()).get("metrics")
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        metrics = None
+    if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+        raise ConfigError(
+            f"'dense_reference' = {ref}: no train/metrics.json with a 'metrics' map there; "
+            "give a dense run directory or 'auto'"
+        )
 
 
 @dataclass
