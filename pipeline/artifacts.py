@@ -218,7 +218,8 @@ class RunDir:
         return p
 
     def rel(self, p: Path) -> str:
-        return str(Path(p).resolve().relative_to(self.root))
+        # lexical, not resolved: a file symlinked from elsewhere is recorded under its name in the run
+        return str(Path(os.path.normpath(Path(p).absolute())).relative_to(self.root))
 
     # staging ---------------------------------------------------------------------------------------
     def claim(self) -> None:

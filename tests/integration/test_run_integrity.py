@@ -37,7 +37,7 @@ def test_a_folder_with_user_files_is_never_taken_over(tmp_path, monkeypatch):
     (proj / "build" / "important.txt").write_text("x")
     monkeypatch.chdir(proj)
     before = snapshot(proj)
-    fails(["run", "all", *FAST, "--run-dir", "."], "is not empty and holds no manifest.json", "choose an empty or new")
+    fails(["run", "all", "--config", "tiny", "--set", "train.steps=2", "--run-dir", "."], "is not empty and holds no manifest.json", "choose an empty or new")
     fails(["train", *FAST, "--run-dir", "."], "is not empty and holds no manifest.json")
     assert snapshot(proj) == before and sorted(p.name for p in proj.iterdir()) == ["build", "export"]
 
