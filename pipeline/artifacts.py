@@ -136,6 +136,36 @@ def read_json(path: Path) -> Any:
         raise PipelineError(f"{path} is not valid JSON (truncated or corrupted); re-run the stage that writes it") from None
 
 
+def _record_problem(rec: Any, where: str) -> str | None:
+    if not isinstance(rec, dict) or not isinstance(rec.get("path"), str) or not isinstance(rec.get("sha256"), str):
+        return f"{where} is not a {{path, sha256}} record"
+    return None
+
+
+def manifest_problem(data: Any) -> str | None:
+    """What is wrong with the shape of a parsed manifest, or None (every reader relies on this shape)."""
+    if not isinstance(data, dict):
+        return f"expected an object, got {type(data).__name__}"
+    if data.get("schema") != MANIFEST_SCHEMA:
+        return f"schema {data.get('schema')!r}, expected {MANIFEST_SCHEMA}"
+    if "config" in data and _record_problem(data["config"], "'config'"):
+        return _record_problem(data["config"], "'config'")
+    stages = data.get("stages", {})
+    if not isinstance(stages, dict):
+        return f"'stages' is {type(stages).__name__}, expected an object"
+    for name, entry in stages.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
+            return f"stage '{name}' has no status"
+        for key in ("inputs", "outputs"):
+            recs = entry.get(key, [])
+            if not isinstance(recs, list):
+                return f"stage '{name}' {key} is not a list"
+            for rec in recs:
+                if _record_problem(rec, f"a stage '{name}' {key[:-1]}"):
+                    return _record_problem(rec, f"a stage '{name}' {key[:-1]}")
+    return None
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -174,19 +204,65 @@ class RunDir:
         return self.root / stage
 
     def path(self, *parts: str) -> Path:
-        p = (self.root / Path(*parts)).resolve()
-        if self.root not in p.parents and p != self.root:
-            raise PipelineError(f"refusing to write {p}: outside the run directory {self.root}")
+        """`<run>/<parts>`, refused when it leads outside the run directory.
+
+        The folders on the way are resolved (a linked folder pointing out of the run is refused); the last
+        component is not: a file symlinked from elsewhere may be read (its sha256 is checked against the
+        manifest), and the atomic writer replaces a link rather than writing through it.
+        """
+        lexical = Path(os.path.normpath(self.root / Path(*parts)))
+        parent = lexical.parent.resolve()
+        p = parent / lexical.name if lexical != self.root else self.root
+        if (self.root not in p.parents and p != self.root) or lexical.name in ("", "..", "."):
+            raise PipelineError(f"refusing to use {p}: outside the run directory {self.root}")
         return p
 
     def rel(self, p: Path) -> str:
-        return str(Path(p).resolve().relative_to(self.root))
+        # lexical, not resolved: a file symlinked from elsewhere is recorded under its name in the run
+        return str(Path(os.path.normpath(Path(p).absolute())).relative_to(self.root))
 
     # staging ---------------------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Refuse a directory this project does not own: it must be empty or hold a run manifest.
+
+        Stages replace whole folders (`train/`, `build/`, ...), so a run directory full of the user's own files
+        is never taken over.
+        """
+        if self.manifest_path.exists():
+            self.load_manifest()  # a corrupted or foreign manifest is refused with its own message
+            return
+        if self.root.is_dir() and any(self.root.iterdir()):
+            raise PipelineError(
+                f"run directory {self.root} is not empty and holds no manifest.json (not a run of this project); "
+                "choose an empty or new --run-dir"
+            )
+
+    def _check_replaceable(self, stage: str) -> None:
+        """A stage only replaces a real folder that the manifest says it wrote; links are never followed."""
+        for name in (stage, f"{stage}.tmp", f"{stage}.old"):
+            if (self.root / name).is_symlink():
+                raise PipelineError(
+                    f"{self.root / name} is a symbolic link; stage folders are written by the pipeline only; "
+                    "remove the link and re-run the stage"
+                )
+        final = self.stage_dir(stage)
+        if final.exists() and stage not in self.load_manifest().get("stages", {}):
+            raise PipelineError(
+                f"refusing to replace {final}: manifest.json records no stage '{stage}' writing it; "
+                "move it out of the run directory and re-run"
+            )
+
     @contextlib.contextmanager
     def staging(self, stage: str, keep_partial: bool = False) -> Iterator[Path]:
-        """Yield `<stage>.tmp/`; on success replace `<stage>/` with it. On failure the old folder stays."""
+        """Yield `<stage>.tmp/`; on success replace `<stage>/` with it. On failure the old folder stays.
+
+        Everything that can refuse is checked before the stage runs, so the commit itself is two renames.
+        """
+        self._check_replaceable(stage)
         tmp = self.path(f"{stage}.tmp")
+        final, old = self.stage_dir(stage), self.path(f"{stage}.old")
+        if old.exists():  # left by a commit interrupted between its renames
+            shutil.rmtree(old)
         if tmp.exists() and not keep_partial:
             shutil.rmtree(tmp)
         elif tmp.exists():
@@ -194,14 +270,10 @@ class RunDir:
                 junk.unlink()
         tmp.mkdir(parents=True, exist_ok=True)
         yield tmp
-        final, old = self.stage_dir(stage), self.path(f"{stage}.old")
-        if old.exists():
-            shutil.rmtree(old)
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
-        if old.exists():
-            shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
 
     # manifest --------------------------------------------------------------------------------------
     def load_manifest(self) -> dict[str, Any]:
@@ -209,13 +281,17 @@ class RunDir:
             return {"schema": MANIFEST_SCHEMA, "run_id": self.root.name, "stages": {}}
         try:
             data = json.loads(self.manifest_path.read_text())
-        except ValueError:
+        except (ValueError, UnicodeDecodeError):
             raise PipelineError(
                 f"{self.manifest_path} is not valid JSON (corrupted; it is only ever replaced atomically); delete it "
                 f"and run `pipeline run all --run-dir {self.root}` to redo the stages"
             ) from None
-        if data.get("schema") != MANIFEST_SCHEMA:
-            raise PipelineError(f"{self.manifest_path} has schema {data.get('schema')!r}, expected {MANIFEST_SCHEMA}")
+        problem = manifest_problem(data)
+        if problem:
+            raise PipelineError(
+                f"{self.manifest_path} is not a run manifest ({problem}); delete it and run "
+                f"`pipeline run all --run-dir {self.root}` to redo the stages"
+            )
         return data
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:

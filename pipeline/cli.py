@@ -22,6 +22,7 @@ from pipeline.models.registry import list_models
 from pipeline.orchestrate import (
     follow_run_stage,
     load_run_config,
+    load_saved_config,
     resolve_run,
     run_pipeline,
     run_stage,
@@ -201,6 +202,7 @@ def report(run_dir):
     Example: pipeline report --run-dir runs/demo
     """
     run_ = RunDir(run_dir, create=False)
+    load_saved_config(run_)  # only a run of this project (manifest + the config it recorded) gets a report
     click.echo(format_summary(write_run_report(run_)))
     click.echo(f"report: {run_.report_path}")
 
@@ -214,9 +216,7 @@ def show(run_dir):
     Example: pipeline show --run-dir runs/demo
     """
     run_ = RunDir(run_dir, create=False)
-    if not run_.config_path.exists():
-        raise PipelineError(f"{run_dir} has no config.yaml; is it a run directory?")
-    cfg = load_run_config(str(run_.config_path))
+    cfg = load_saved_config(run_)
     stages = run_.load_manifest().get("stages", {})
     for name in STAGE_NAMES:
         state, reason = stage_state(run_, cfg, get_stage(name))

@@ -7,15 +7,20 @@ where config names meet their registries: `load_run_config` checks model and spa
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import RunDir
+import torch
+
+from pipeline.artifacts import RunDir, sha256_file
 from pipeline.config import RunConfig, config_to_dict, load_config
-from pipeline.errors import BackendUnavailable, PipelineError
-from pipeline.models.registry import list_models
+from pipeline.errors import BackendUnavailable, ConfigError, PipelineError, StaleArtifactError
+from pipeline.models.multitask import task_channels
+from pipeline.models.registry import create_model, list_models
 from pipeline.report import write_run_report
 from pipeline.stages import STAGE_NAMES, execute_stage, follow_stage, get_stage, stage_state, write_config
 from trainers import distributed as dist
@@ -43,6 +48,19 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def load_saved_config(run: RunDir) -> RunConfig:
+    """A run's own config.yaml, trusted only if it is the file the manifest recorded (sha256)."""
+    if not run.manifest_path.exists() or not run.config_path.exists():
+        raise PipelineError(f"{run.root} has no manifest.json and config.yaml; is it a run directory?")
+    recorded = (run.load_manifest().get("config") or {}).get("sha256")
+    if recorded != sha256_file(run.config_path):
+        raise StaleArtifactError(
+            f"{run.config_path} was modified after the pipeline wrote it (its sha256 differs from manifest.json); "
+            "restore it, or pass --config and --force to replace it"
+        )
+    return load_run_config(str(run.config_path))
+
+
 def resolve_run(
     run_dir: str | Path | None,
     config: str | None,
@@ -55,15 +73,16 @@ def resolve_run(
 
     A run keeps the config it was created with. Stage commands refuse a different one unless `force`;
     `run all` (`allow_change`) accepts it and the changed stages become stale. Nothing is written before the
-    config has been validated.
+    config has been validated, and nothing at all in a directory that is not empty and not a run.
     """
     root = Path(run_dir) if run_dir else default_run_dir(config)
     if root.exists() and not root.is_dir():
         raise PipelineError(f"run directory {root} is a file; choose a directory path with --run-dir")
-    saved_path = root / "config.yaml"
-    if saved_path.exists():
-        saved = load_run_config(str(saved_path))
-        cfg = load_run_config(config or str(saved_path), overrides) if (config or overrides) else saved
+    if root.is_dir():
+        RunDir(root, create=False).claim()
+    if (root / "manifest.json").exists() and not (config and (force or allow_change)):
+        saved = load_saved_config(RunDir(root, create=False))
+        cfg = load_run_config(config or str(root / "config.yaml"), overrides) if (config or overrides) else saved
         changed = _diff_keys(config_to_dict(saved), config_to_dict(cfg))
         if changed and not (allow_change or force):
             raise PipelineError(
@@ -73,10 +92,45 @@ def resolve_run(
     else:
         cfg = load_run_config(config, overrides)
         changed = ["(new)"]
+    check_device(cfg)
     run = RunDir(root)
+    run.claim()
     if changed:
         write_config(run, cfg)
     return run, cfg
+
+
+def check_device(cfg: RunConfig) -> None:
+    """What the config alone cannot know, checked before anything is written: `train.device` exists here, the
+    model options build a model that can run, and a dense reference file holds metrics."""
+    dev = cfg.train.device
+    if dev.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"'train.device' = {dev!r}: CUDA is not available here (torch {torch.__version__}); "
+                              "use train.device=cpu")
+        index = int(dev.split(":")[1]) if ":" in dev else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"'train.device' = {dev!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about zero-size weights before create_model refuses them
+        create_model(cfg.model.name, task_channels(cfg.tasks, cfg.data.num_classes), **cfg.model.kwargs)
+    _check_dense_reference(cfg.dense_reference)
+
+
+def _check_dense_reference(ref: str | None) -> None:
+    if ref in (None, "auto"):
+        return
+    path = Path(ref)
+    cand = path / "train" / "metrics.json" if path.is_dir() else path
+    try:
+        metrics = json.loads(cand.read_text()).get("metrics")
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        metrics = None
+    if not isinstance(metrics, dict) or not all(isinstance(v, dict) for v in metrics.values()):
+        raise ConfigError(
+            f"'dense_reference' = {ref}: no train/metrics.json with a 'metrics' map there; "
+            "give a dense run directory or 'auto'"
+        )
 
 
 @dataclass
@@ -117,6 +171,8 @@ def run_pipeline(
     names = list(STAGE_NAMES)
     lo = names.index(start) if start else 0
     hi = names.index(until) + 1 if until else len(names)
+    if lo >= hi:
+        raise PipelineError(f"--from {start} comes after --until {until}; nothing would run (order: {' -> '.join(names)})")
     outcome = PipelineOutcome(run.root)
     for name in names[lo:hi]:
         state, reason = stage_state(run, cfg, get_stage(name))
@@ -142,6 +198,6 @@ def follow_run_stage(
     """
     root = Path(run_dir) if run_dir else default_run_dir(config)
     dist.barrier()  # rank 0 has validated and written config.yaml
-    cfg = load_run_config(str(root / "config.yaml"))
+    cfg = load_saved_config(RunDir(root, create=False))
     # after the copy, rank 0 may write into its staging folder again
     follow_stage(root, cfg, name, options, after_copy=dist.barrier)

@@ -44,6 +44,21 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (YAML would keep only the last one)", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _mapping_without_duplicates)
+
+
 def yaml_load(text: str) -> Any:
     """Parse YAML safely (no code, no arbitrary objects) with YAML 1.2 number rules."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
@@ -164,17 +179,18 @@ def list_presets() -> list[str]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     try:
         data = yaml_load(text)
     except yaml.constructor.ConstructorError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
-        raise ConfigError(
-            f"config file {path}{where}: {e.problem}; configs hold plain values only (no tags like !!python/...)"
-        ) from None
+        hint = "; configs hold plain values only (no tags like !!python/...)" if "tag" in str(e.problem) else ""
+        raise ConfigError(f"config file {path}{where}: {e.problem}{hint}") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
@@ -186,7 +202,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def resolve_config_source(source: str | None) -> dict[str, Any]:
+def resolve_config_source(source: str | None, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """Load a preset name or a YAML path into a plain dict (presets may `extends:` another preset)."""
     if source is None:
         source = "demo"
@@ -202,7 +218,11 @@ def resolve_config_source(source: str | None) -> dict[str, Any]:
         data = _read_yaml(preset)
     base = data.pop("extends", None)
     if base is not None:
-        data = deep_merge(resolve_config_source(str(base)), data)
+        here = str(path.resolve()) if path.exists() else str(preset.resolve())
+        if here in _seen:
+            chain = " -> ".join([*_seen, here])
+            raise ConfigError(f"config 'extends:' loops back on itself ({chain}); remove the cycle")
+        data = deep_merge(resolve_config_source(str(base), (*_seen, here)), data)
     return data
 
 

@@ -7,8 +7,11 @@ registry names passed in by the caller (the stage engine and the CLI, see `pipel
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -17,21 +20,87 @@ DatasetName = Literal["scenes", "nyuv2_mtan", "nyuv2_png"]
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 
 
+# -- field domains -------------------------------------------------------------------------------------------------
+# Every numeric or container field declares the values it accepts next to its default (dataclass field metadata),
+# so `check_values` checks them all and a test walks them all. `bad` is an out-of-domain value of the right type.
+
+
+@dataclass(frozen=True)
+class Domain:
+    text: str  # completes "'<field>' = <value> must be ..."
+    ok: Callable[[Any], bool]
+    bad: Any
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def between(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+            bad: Any = None) -> Domain:
+    """A finite number in a (half-)open or closed interval; None leaves a side unbounded."""
+    def ok(v: Any) -> bool:
+        return _finite(v) and (lo is None or (v > lo if lo_open else v >= lo)) and (
+            hi is None or (v < hi if hi_open else v <= hi))
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    text = f"a finite number in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    return Domain(text, ok, math.nan if bad is None else bad)
+
+
+POSITIVE_INT = Domain("positive", lambda v: _finite(v) and v > 0, 0)
+NON_NEGATIVE_INT = Domain("zero or positive", lambda v: _finite(v) and v >= 0, -1)
+POSITIVE = Domain("positive and finite", lambda v: _finite(v) and v > 0, math.nan)
+NON_NEGATIVE = Domain("zero or positive and finite", lambda v: _finite(v) and v >= 0, math.nan)
+FRACTION = between(0.0, 1.0, bad=1.5)
+SEED = Domain(f"an integer in [0, {2**32 - 1}]", lambda v: _finite(v) and 0 <= v < 2**32, 2**64 + 1)
+FINITE = Domain("finite", _finite, math.nan)
+OPSETS = (18, 23)  # dynamo exports opset 18+; torch 2.13 writes up to 23 (TorchScript up to 20)
+OPSET = Domain(f"an opset in {OPSETS[0]}..{OPSETS[1]} (the exporter raises lower ones to 18)",
+               lambda v: _finite(v) and OPSETS[0] <= v <= OPSETS[1], 7)
+DEVICE = Domain("'cpu', 'cuda' or 'cuda:<index>'", lambda v: re.fullmatch(r"cpu|cuda(:[0-9]+)?", str(v)) is not None,
+                "bogus")
+BETAS = Domain("two numbers in [0, 1), e.g. [0.9, 0.999]", lambda v: all(_finite(b) and 0 <= b < 1 for b in v),
+               (2.0, 2.0))
+TOLERANCES = Domain(
+    "a map with a 'default' entry and finite tolerances >= 0 per task, e.g. {default: 1e-4}",
+    lambda v: "default" in v and all(k == "default" or k in TASK_KINDS for k in v)
+    and all(_finite(x) and x >= 0 for x in v.values()),
+    {"default": math.nan},
+)
+PRIORITY = Domain(
+    f"a map from task ({', '.join(TASK_KINDS)}) to a finite weight >= 0",
+    lambda v: all(k in TASK_KINDS and _finite(x) and x >= 0 for k, x in v.items()),
+    {"edges": -1.0},
+)
+BATCHES = Domain("a non-empty list of positive batch sizes", lambda v: bool(v) and all(_finite(b) and b > 0 for b in v),
+                 [0])
+TARGET = Domain("in (0, 1), e.g. 0.9 (method dense: any value in [0, 1])", lambda v: _finite(v) and 0 <= v <= 1, 1.5)
+OPTIONAL_POSITIVE = Domain("null or positive and finite", lambda v: v is None or (_finite(v) and v > 0), math.nan)
+
+
+def dom(default: Any, domain: Domain) -> Any:
+    """A dataclass field with a declared domain (mutable defaults are copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"domain": domain})
+    return field(default=default, metadata={"domain": domain})
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset, and for the built-in procedural scenes how to render it."""
 
     name: DatasetName = "scenes"
     root: str | None = None  # dataset directory for real data; cache directory for scenes (None: ./.cache)
-    height: int = 64
-    width: int = 80
-    num_train: int = 1500
-    num_val: int = 300
-    num_classes: int = 7
-    min_objects: int = 2
-    max_objects: int = 5
-    noise: float = 0.02
-    seed: int = 0
+    height: int = dom(64, between(16, bad=8))
+    width: int = dom(80, between(16, bad=8))
+    num_train: int = dom(1500, POSITIVE_INT)
+    num_val: int = dom(300, POSITIVE_INT)
+    num_classes: int = dom(7, between(2, bad=1))
+    min_objects: int = dom(2, NON_NEGATIVE_INT)
+    max_objects: int = dom(5, NON_NEGATIVE_INT)
+    noise: float = dom(0.02, NON_NEGATIVE)
+    seed: int = dom(0, SEED)
 
 
 @dataclass(frozen=True)
@@ -45,31 +114,31 @@ class WeightingConfig:
     """Task-loss weighting. `adaptive` is AdapMTL's sliding-window rule (method.md section 5)."""
 
     kind: Literal["auto", "static", "adaptive"] = "auto"  # auto: what the sparsity method prescribes
-    begin: int = 300  # warm-up steps with all weights 1
-    window: int = 100  # sliding-window length
-    normalise_to: float | None = None  # None: number of tasks; 3 reproduces the paper's constant
-    smoothing: float = 0.0  # EMA factor applied to losses before differencing (0 = paper)
-    priority: dict[str, float] = field(default_factory=dict)  # manual p_t, default 1
+    begin: int = dom(300, NON_NEGATIVE_INT)  # warm-up steps with all weights 1
+    window: int = dom(100, POSITIVE_INT)  # sliding-window length
+    normalise_to: float | None = dom(None, OPTIONAL_POSITIVE)  # None: number of tasks; 3 reproduces the paper's constant
+    smoothing: float = dom(0.0, between(0.0, 1.0, hi_open=True, bad=1.0))  # EMA factor applied to losses before differencing (0 = paper)
+    priority: dict[str, float] = dom({}, PRIORITY)  # manual p_t, default 1
     normalise_losses: bool = False  # divide each task loss by its running mean (relative-change objective)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1200
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    steps: int = dom(1200, POSITIVE_INT)
+    batch_size: int = dom(16, POSITIVE_INT)
+    lr: float = dom(1e-3, POSITIVE)
+    weight_decay: float = dom(0.0, NON_NEGATIVE)
     lr_schedule: Literal["cosine", "constant", "step"] = "cosine"
-    step_size: int = 4000  # for lr_schedule=step
-    gamma: float = 0.5
-    betas: tuple[float, float] = (0.9, 0.999)
+    step_size: int = dom(4000, POSITIVE_INT)  # for lr_schedule=step
+    gamma: float = dom(0.5, POSITIVE)
+    betas: tuple[float, float] = dom((0.9, 0.999), BETAS)
     depth_loss: Literal["l1", "log_l1"] = "log_l1"
-    seed: int = 0
-    eval_every: int = 0  # 0: only at the end
-    log_every: int = 20
-    checkpoint_every: int = 200
-    device: str = "cpu"
-    num_threads: int = 0  # 0: leave torch's default
+    seed: int = dom(0, SEED)
+    eval_every: int = dom(0, NON_NEGATIVE_INT)  # 0: only at the end
+    log_every: int = dom(20, POSITIVE_INT)
+    checkpoint_every: int = dom(200, NON_NEGATIVE_INT)
+    device: str = dom("cpu", DEVICE)
+    num_threads: int = dom(0, NON_NEGATIVE_INT)  # 0: leave torch's default
     init: Literal["default", "normal001"] = "normal001"  # normal001: prunable convs ~ N(0, 0.01) as in AdapMTL
     dense_init: str | None = None  # path to a checkpoint to start from (prune-and-fine-tune)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
@@ -80,22 +149,22 @@ class SparsityConfig:
     """Which pruning method, at which overall target, and how thresholds learn the split."""
 
     method: str = "adapmtl"
-    target: float = 0.9
+    target: float = dom(0.9, TARGET)
     # Cubic ramp of the target (Zhu & Gupta) between these fractions of training; held afterwards.
-    ramp_start: float = 0.0
-    ramp_end: float = 0.7
-    update_every: int = 10  # mask/offset refresh interval for magnitude methods and the allocation rule
+    ramp_start: float = dom(0.0, FRACTION)
+    ramp_end: float = dom(0.7, FRACTION)
+    update_every: int = dom(10, POSITIVE_INT)  # mask/offset refresh interval for magnitude methods and the allocation rule
     # Learned allocation (improved AdapMTL): preconditioned threshold step size and bounds.
     alloc_signal: Literal["gradient", "saliency"] = "gradient"  # what measures a component's marginal cost
-    alloc_lr: float = 0.05
-    alloc_ema: float = 0.9
-    alloc_bound: float = 3.0  # |s_c| <= bound (log-scale threshold offset)
-    component_max: float = 0.995
-    component_min: float = 0.0
+    alloc_lr: float = dom(0.05, POSITIVE)
+    alloc_ema: float = dom(0.9, between(0.0, 1.0, hi_open=True, bad=1.0))
+    alloc_bound: float = dom(3.0, POSITIVE)  # |s_c| <= bound (log-scale threshold offset)
+    component_max: float = dom(0.995, between(0.0, 1.0, lo_open=True, hi_open=True, bad=0.0))
+    component_min: float = dom(0.0, between(0.0, 1.0, hi_open=True, bad=1.0))
     # Paper-faithful mode (sigmoid thresholds, Adam + coupled decay, freeze at ratio).
-    init: float = -9.0
-    threshold_lr: float = 0.01
-    threshold_decay: float = 1.0
+    init: float = dom(-9.0, FINITE)
+    threshold_lr: float = dom(0.01, POSITIVE)
+    threshold_decay: float = dom(1.0, NON_NEGATIVE)
     # Which modules are prunable: ordered glob rules, first match wins; component null = leave dense.
     rules: list[dict[str, Any]] = field(
         default_factory=lambda: [
@@ -110,48 +179,48 @@ class SparsityConfig:
 @dataclass(frozen=True)
 class HardenConfig:
     pattern: Literal["unstructured", "2:4", "adaptive-2:4"] = "unstructured"
-    finetune_steps: int = 0  # masked fine-tune after 2:4 projection
-    finetune_lr: float = 2e-4
-    adaptive_min_sparsity: float = 0.5  # adaptive-2:4: layers whose learned sparsity is at least this become 2:4
-    min_channels: int = 16  # 2:4 eligibility: in-channels multiple of 16 and out-channels multiple of 8
+    finetune_steps: int = dom(0, NON_NEGATIVE_INT)  # masked fine-tune after 2:4 projection
+    finetune_lr: float = dom(2e-4, POSITIVE)
+    adaptive_min_sparsity: float = dom(0.5, FRACTION)  # adaptive-2:4: layers whose learned sparsity is at least this become 2:4
+    min_channels: int = dom(16, POSITIVE_INT)  # 2:4 eligibility: in-channels multiple of 16 and out-channels multiple of 8
     fold_bn: bool = True
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    opset: int = 18
+    opset: int = dom(18, OPSET)
     exporter: Literal["dynamo", "torchscript"] = "dynamo"
     dynamic_hw: bool = False
     simplifier: Literal["onnxsim", "onnxslim", "none"] = "onnxsim"
-    max_batch: int = 64
+    max_batch: int = dom(64, POSITIVE_INT)
 
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    samples: int = 32
-    batch_size: int = 8
-    atol: dict[str, float] = field(default_factory=lambda: {"default": 1e-4})
-    rtol: float = 1e-3
-    metric_atol: float = 1e-4
+    samples: int = dom(32, POSITIVE_INT)
+    batch_size: int = dom(8, POSITIVE_INT)
+    atol: dict[str, float] = dom({"default": 1e-4}, TOLERANCES)
+    rtol: float = dom(1e-3, NON_NEGATIVE)
+    metric_atol: float = dom(1e-4, NON_NEGATIVE)
     real_data: str | None = "auto"  # "auto": ../shared/realdata/nyuv2_test50 when present; null to skip
-    real_samples: int = 8
+    real_samples: int = dom(8, POSITIVE_INT)
     save_polygraphy_json: bool = True
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     precision: Literal["fp16", "fp32"] = "fp16"
-    min_batch: int = 1
-    opt_batch: int = 8
-    max_batch: int = 16
-    workspace_mb: int = 2048
+    min_batch: int = dom(1, POSITIVE_INT)
+    opt_batch: int = dom(8, POSITIVE_INT)
+    max_batch: int = dom(16, POSITIVE_INT)
+    workspace_mb: int = dom(2048, POSITIVE_INT)
     require_tensorrt: bool = False
     ort_gpu: bool = True
-    latency_batches: list[int] = field(default_factory=lambda: [1, 8])
-    warmup: int = 20
-    iters: int = 200
-    atol: dict[str, float] = field(default_factory=lambda: {"default": 2e-2, "seg": 5e-2})
-    miou_tol: float = 0.5
+    latency_batches: list[int] = dom([1, 8], BATCHES)
+    warmup: int = dom(20, NON_NEGATIVE_INT)
+    iters: int = dom(200, POSITIVE_INT)
+    atol: dict[str, float] = dom({"default": 2e-2, "seg": 5e-2}, TOLERANCES)
+    miou_tol: float = dom(0.5, NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
@@ -163,38 +232,23 @@ class QuantizeConfig:
     """
 
     mode: Literal["none", "int8"] = "none"  # the demo preset sets int8
-    calibration_samples: int = 64  # TRAIN-split images; more than the split is a ConfigError at stage time
+    calibration_samples: int = dom(64, POSITIVE_INT)  # TRAIN-split images; more than the split is a ConfigError at stage time
     calibration_method: Literal["minmax", "entropy", "percentile"] = "percentile"
-    percentile: float = 99.999  # only for percentile calibration
-    calibration_batch_size: int = 8
+    percentile: float = dom(99.999, between(0.0, 100.0, lo_open=True, bad=0.0))  # only for percentile calibration
+    calibration_batch_size: int = dom(8, POSITIVE_INT)
     per_channel: bool = True  # weights are always symmetric int8
     activation_type: Literal["uint8", "int8"] = "uint8"
     reduce_range: bool = False
-    exclude: list[str] = field(default_factory=list)  # Conv node names left in fp32 by the user
+    exclude: list[str] = dom([], Domain("a list of distinct Conv node names", lambda v: len(set(v)) == len(v) and all(isinstance(n, str) and n for n in v), [""]))  # Conv node names left in fp32 by the user
     auto_exclude: bool = True  # per-layer sensitivity search when the full int8 model fails the gate
-    max_auto_exclude: int = 4
-    gate: dict[str, float] = field(default_factory=dict)  # overrides of deploy.task_gate.GateTolerances
+    max_auto_exclude: int = dom(4, NON_NEGATIVE_INT)
+    gate: dict[str, float] = dom({}, Domain("a map from gate tolerance name to a finite number >= 0", lambda v: all(_finite(x) and x >= 0 for x in v.values()), {"seg_miou_drop_max": -1.0}))  # overrides of deploy.task_gate.GateTolerances
     # Latency table (ONNX Runtime CPU, side by side): batch sizes, intra-op threads (empty: 1 and all cores).
-    latency_batches: list[int] = field(default_factory=lambda: [1, 8])
-    latency_threads: list[int] = field(default_factory=list)
-    latency_warmup: int = 5
-    latency_rounds: int = 5
-    latency_iters: int = 10
-
-
-def check_quantize(q: QuantizeConfig) -> list[str]:
-    """Value checks of the `quantize:` section (the split-size bound is checked where the split is known)."""
-    problems = []
-    if q.calibration_samples < 1:
-        problems.append(f"'quantize.calibration_samples' = {q.calibration_samples}: it must be at least 1 (e.g. 64)")
-    for name in ("calibration_batch_size", "latency_rounds", "latency_iters"):
-        if getattr(q, name) < 1:
-            problems.append(f"'quantize.{name}' = {getattr(q, name)} must be at least 1")
-    if q.latency_warmup < 0 or q.max_auto_exclude < 0:
-        problems.append("'quantize.latency_warmup' and 'quantize.max_auto_exclude' must not be negative")
-    if not q.latency_batches or any(b < 1 for b in q.latency_batches + q.latency_threads):
-        problems.append("'quantize.latency_batches' needs at least one size; batches and threads must be >= 1")
-    return problems
+    latency_batches: list[int] = dom([1, 8], BATCHES)
+    latency_threads: list[int] = dom([], Domain("a list of positive thread counts (empty: 1 and all cores)", lambda v: all(_finite(t) and t > 0 for t in v), [0]))
+    latency_warmup: int = dom(5, NON_NEGATIVE_INT)
+    latency_rounds: int = dom(5, POSITIVE_INT)
+    latency_iters: int = dom(10, POSITIVE_INT)
 
 
 @dataclass(frozen=True)
@@ -247,10 +301,58 @@ def check_registered_names(
     return problems
 
 
+def field_problems(obj: Any, path: str = "") -> list[str]:
+    """Every field whose value lies outside its declared domain, with the domain in the message."""
+    problems: list[str] = []
+    for f in dataclasses.fields(obj):
+        value, where = getattr(obj, f.name), f"{path}{f.name}"
+        if dataclasses.is_dataclass(value):
+            problems += field_problems(value, where + ".")
+            continue
+        d = f.metadata.get("domain")
+        try:
+            ok = d is None or bool(d.ok(value))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            shown = list(value) if isinstance(value, tuple) else value
+            problems.append(f"'{where}' = {shown!r} must be {d.text}")
+    return problems
+
+
+def _cross_field_problems(cfg: RunConfig) -> list[str]:
+    """Fields that are each in their domain but do not fit together."""
+    problems: list[str] = []
+    sp = cfg.sparsity
+    if sp.method != "dense" and sp.target in (0.0, 1.0):
+        problems.append(f"'sparsity.target' = {sp.target} must be in (0, 1), e.g. 0.9")
+    if not sp.ramp_start < sp.ramp_end:
+        problems.append("'sparsity.ramp_start' < 'sparsity.ramp_end' must both lie in [0, 1]")
+    if not sp.component_min <= sp.component_max:
+        problems.append(f"'sparsity.component_min' = {sp.component_min} must not exceed 'sparsity.component_max'")
+    unknown = [t for t in cfg.train.weighting.priority if t not in cfg.tasks]
+    if unknown:
+        problems.append(f"'train.weighting.priority' names {unknown}, not in 'tasks' {cfg.tasks}")
+    if cfg.export.exporter == "torchscript" and cfg.export.opset > 20:
+        problems.append(f"'export.opset' = {cfg.export.opset}: the TorchScript exporter writes opset 20 at most")
+    d = cfg.data
+    if d.name == "scenes":
+        if d.num_classes < 4:
+            problems.append(f"'data.num_classes' = {d.num_classes}: scenes need at least 4 (floor, wall, ceiling, objects)")
+        if not d.min_objects <= d.max_objects:
+            problems.append("'data.min_objects' must be between 0 and 'data.max_objects'")
+    elif d.root is None and d.name != "nyuv2_png":
+        problems.append(f"'data.root' is required for dataset '{d.name}' (the dataset directory)")
+    b = cfg.build
+    if not (b.min_batch <= b.opt_batch <= b.max_batch):
+        problems.append("'build.min_batch' <= 'build.opt_batch' <= 'build.max_batch' must hold, all >= 1")
+    return problems
+
+
 def check_values(
     cfg: RunConfig, *, models: Iterable[str] | None = None, methods: Iterable[str] | None = None
 ) -> list[str]:
-    """Range and cross-field checks that types alone cannot express (names too, when registries are given)."""
+    """Every field against its domain, then the cross-field rules (names too, when registries are given)."""
     problems: list[str] = []
     if not cfg.tasks:
         problems.append("'tasks' is empty; name at least one of " + ", ".join(TASK_KINDS))
@@ -260,29 +362,6 @@ def check_values(
     if len(set(cfg.tasks)) != len(cfg.tasks):
         problems.append(f"'tasks' lists a task twice: {cfg.tasks}")
     problems += check_registered_names(cfg, models=models, methods=methods)
-    if not (0.0 < cfg.sparsity.target < 1.0) and cfg.sparsity.method != "dense":
-        problems.append(f"'sparsity.target' = {cfg.sparsity.target} must be in (0, 1), e.g. 0.9")
-    if not (0.0 <= cfg.sparsity.ramp_start < cfg.sparsity.ramp_end <= 1.0):
-        problems.append("'sparsity.ramp_start' < 'sparsity.ramp_end' must both lie in [0, 1]")
-    for name in ("steps", "batch_size", "log_every"):
-        if getattr(cfg.train, name) <= 0:
-            problems.append(f"'train.{name}' = {getattr(cfg.train, name)} must be positive")
-    if cfg.train.lr <= 0:
-        problems.append(f"'train.lr' = {cfg.train.lr} must be positive")
-    d = cfg.data
-    if d.height < 16 or d.width < 16:
-        problems.append(f"'data.height'/'data.width' = {d.height}x{d.width}: at least 16x16 is needed")
-    if d.name == "scenes":
-        if d.num_classes < 4:
-            problems.append(f"'data.num_classes' = {d.num_classes}: scenes need at least 4 (floor, wall, ceiling, objects)")
-        if not (0 <= d.min_objects <= d.max_objects):
-            problems.append("'data.min_objects' must be between 0 and 'data.max_objects'")
-        if d.num_train <= 0 or d.num_val <= 0:
-            problems.append("'data.num_train' and 'data.num_val' must be positive")
-    elif d.root is None and d.name != "nyuv2_png":
-        problems.append(f"'data.root' is required for dataset '{d.name}' (the dataset directory)")
-    b = cfg.build
-    if not (1 <= b.min_batch <= b.opt_batch <= b.max_batch):
-        problems.append("'build.min_batch' <= 'build.opt_batch' <= 'build.max_batch' must hold, all >= 1")
-    problems += check_quantize(cfg.quantize)
-    return problems
+    domain = field_problems(cfg)
+    # cross-field rules only make sense on values that are each in range
+    return problems + domain + ([] if domain else _cross_field_problems(cfg))

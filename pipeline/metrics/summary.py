@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from pipeline.errors import PipelineError
 
@@ -31,25 +31,22 @@ Metrics = Mapping[str, Mapping[str, float]]
 
 
 class DeltaSummary(TypedDict):
-    """Per-task and overall summary change, in percent points (positive = better than dense)."""
+    """Per-task and overall summary change, in percent points (positive = better than dense).
+
+    `undefined` (present only when not empty) maps `task.metric` to why its change is undefined (a zero or
+    non-finite baseline); those metrics are left out of the sums, and a task with none left is left out of
+    `per_task` (`overall` is None when no task is left).
+    """
 
     per_task: dict[str, float]
-    overall: float
+    overall: float | None
+    undefined: NotRequired[dict[str, str]]
 
 
-def relative_changes(metrics: Metrics, dense: Metrics) -> dict[str, dict[str, float]]:
-    """Signed relative change in percent per task and metric (positive = better than dense).
-
-    Args:
-        metrics: task -> metric -> value for the model being judged; any subset of tasks.
-        dense: the baseline, with at least the same tasks.
-
-    Raises:
-        ValueError: an unknown task or a metric missing from `metrics` (a caller bug).
-        PipelineError: the baseline lacks a task or metric, or a baseline value is zero or not finite (the
-            dense reference does not fit this run; the user picks another one).
-    """
+def _changes(metrics: Metrics, dense: Metrics) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """(defined changes per task and metric, `task.metric` -> why undefined)."""
     out: dict[str, dict[str, float]] = {}
+    undefined: dict[str, str] = {}
     for task, values in metrics.items():
         if task not in METRIC_DIRECTIONS:
             raise ValueError(f"unknown task '{task}' (known: {', '.join(METRIC_DIRECTIONS)})")
@@ -63,25 +60,50 @@ def relative_changes(metrics: Metrics, dense: Metrics) -> dict[str, dict[str, fl
                 raise PipelineError(f"{task}.{name} missing from the dense baseline metrics")
             base = float(dense[task][name])
             if base == 0 or not math.isfinite(base):
-                raise PipelineError(
-                    f"dense {task}.{name} = {base}; a relative change needs a finite nonzero baseline"
-                )
+                undefined[f"{task}.{name}"] = f"dense {task}.{name} = {base}; a relative change needs a finite nonzero baseline"
+                continue
             out[task][name] = sign * (float(values[name]) - base) / base * 100.0
     if not out:
         raise ValueError("no tasks to summarise")
+    return out, undefined
+
+
+def relative_changes(metrics: Metrics, dense: Metrics) -> dict[str, dict[str, float]]:
+    """Signed relative change in percent per task and metric (positive = better than dense).
+
+    Args:
+        metrics: task -> metric -> value for the model being judged; any subset of tasks.
+        dense: the baseline, with at least the same tasks.
+
+    Raises:
+        ValueError: an unknown task or a metric missing from `metrics` (a caller bug).
+        PipelineError: the baseline lacks a task or metric, or a baseline value is zero or not finite (the
+            dense reference does not fit this run; the user picks another one). `delta_t` / `delta_p` instead
+            report such a metric as undefined.
+    """
+    out, undefined = _changes(metrics, dense)
+    if undefined:
+        raise PipelineError(next(iter(undefined.values())))
+    return out
+
+
+def _summary(metrics: Metrics, dense: Metrics, per_metric_mean: bool) -> DeltaSummary:
+    changes, undefined = _changes(metrics, dense)
+    per_task = {t: sum(c.values()) / (len(c) if per_metric_mean else 1) for t, c in changes.items() if c}
+    out: DeltaSummary = {"per_task": per_task, "overall": sum(per_task.values()) / len(per_task) if per_task else None}
+    if undefined:
+        out["undefined"] = undefined
     return out
 
 
 def delta_t(metrics: Metrics, dense: Metrics) -> DeltaSummary:
     """AdapMTL ΔT: `{"per_task": {task: Σ_metrics change}, "overall": mean over tasks}` (percent points)."""
-    per_task = {t: sum(c.values()) for t, c in relative_changes(metrics, dense).items()}
-    return {"per_task": per_task, "overall": sum(per_task.values()) / len(per_task)}
+    return _summary(metrics, dense, per_metric_mean=False)
 
 
 def delta_p(metrics: Metrics, dense: Metrics) -> DeltaSummary:
     """LibMTL Δp: `{"per_task": {task: mean over metrics}, "overall": mean over tasks}` (percent points)."""
-    per_task = {t: sum(c.values()) / len(c) for t, c in relative_changes(metrics, dense).items()}
-    return {"per_task": per_task, "overall": sum(per_task.values()) / len(per_task)}
+    return _summary(metrics, dense, per_metric_mean=True)
 
 
 def metric_table(
@@ -112,8 +134,8 @@ def metric_table(
         for t in tasks:
             cells += [f"{m[t][k]:.4g}" if t in m and k in m[t] else "–" for k in METRIC_DIRECTIONS[t]]
             if dense is not None:
-                cells.append(f"{dt['per_task'][t]:+.2f}" if dt else "–")
+                cells.append(f"{dt['per_task'][t]:+.2f}" if dt and t in dt["per_task"] else "–")
         if dense is not None:
-            cells.append(f"{dt['overall']:+.2f}" if dt else "–")
+            cells.append(f"{dt['overall']:+.2f}" if dt and dt["overall"] is not None else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -18,6 +18,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from torch import nn
+
 from pipeline.errors import ConfigError
 from pipeline.models.multitask import MultiTaskNet, check_tasks
 
@@ -104,5 +106,19 @@ def create_model(name: str, tasks: Mapping[str, int] | None = None, **kwargs: An
         model = factory(tasks, **kwargs)
     except ValueError as e:  # a bad option value (e.g. three widths): a config problem, not a crash
         raise ConfigError(f"model '{name}': {e}") from None
+    _check_layers(name, kwargs, model)
     model.spec = spec
     return model
+
+
+def _check_layers(name: str, kwargs: Mapping[str, Any], model: nn.Module) -> None:
+    """Refuse options that build but cannot run (zero channels, dilation <= 0): torch only fails in forward."""
+    for mod_name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            bad = [f"{k} {v}" for k, v in (("channels", (m.in_channels, m.out_channels)), ("dilation", m.dilation))
+                   if min(v) <= 0]
+            if bad:
+                raise ConfigError(
+                    f"model '{name}' options {dict(kwargs)!r} give layer {mod_name} {', '.join(bad)}; "
+                    "'model.kwargs' widths and dilations must be positive"
+                )

@@ -31,6 +31,7 @@ __all__ = [
     "StageContext",
     "StageRecord",
     "check_needs",
+    "upstream_stages",
     "config_key",
     "execute_stage",
     "follow_stage",
@@ -93,7 +94,20 @@ def _produced(manifest: dict[str, Any], rel: str) -> bool:
     return entry.get("status") == "ok" and any(o.get("path") == rel for o in entry.get("outputs", []))
 
 
-def check_needs(run: RunDir, stage: Stage) -> None:
+def upstream_stages(stage: Stage) -> list[str]:
+    """Every stage `stage` depends on, directly or through another stage, in pipeline order."""
+    found: set[str] = set()
+    todo = [rel.split("/")[0] for rel in stage.needs]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += [rel.split("/")[0] for rel in get_stage(name).needs]
+    return [n for n in STAGE_NAMES if n in found]
+
+
+def check_needs(run: RunDir, cfg: RunConfig, stage: Stage) -> None:
+    """Refuse to run `stage` on a missing, modified or stale upstream stage; the message names the command."""
     manifest = run.load_manifest()
     optional = [rel for rel in stage.optional_needs if _produced(manifest, rel)]
     for rel in (*stage.needs, *optional):
@@ -115,10 +129,21 @@ def check_needs(run: RunDir, stage: Stage) -> None:
                 f"stage '{stage.name}' needs {rel}, which was modified after stage '{up}' wrote it (its sha256 "
                 f"differs from manifest.json); run `{producer_command(rel, run)}` to write it again"
             )
+    for up in upstream_stages(stage):
+        state, reason = stage_state(run, cfg, get_stage(up))
+        if state != "ok":
+            raise StaleArtifactError(
+                f"stage '{stage.name}' needs stage '{up}', which is {state} ({reason}); "
+                f"run `pipeline {up} --run-dir {run.root}` first"
+            )
 
 
 def stage_state(run: RunDir, cfg: RunConfig, stage: Stage) -> tuple[str, str]:
-    """('ok'|'stale'|'missing'|'failed'|'skipped', reason) for one stage of an existing run."""
+    """('ok'|'stale'|'missing'|'failed'|'skipped', reason) for one stage of an existing run.
+
+    The one judge of whether a stage is current: its record, its config sections, its input and output files,
+    and every stage upstream of it. The engine, `run all`, `show` and the single-stage commands ask here.
+    """
     entry = run.load_manifest().get("stages", {}).get(stage.name)
     if not entry:
         return "missing", "not run yet"
@@ -132,13 +157,17 @@ def stage_state(run: RunDir, cfg: RunConfig, stage: Stage) -> tuple[str, str]:
         p = run.root / rec["path"]
         if not p.exists() or sha256_file(p) != rec["sha256"]:
             return "stale", f"output {rec['path']} is missing or was modified"
+    for up in upstream_stages(stage):
+        up_state, _ = stage_state(run, cfg, get_stage(up))
+        if up_state != "ok":
+            return "stale", f"upstream stage '{up}' is {up_state}"
     return entry.get("status", "missing"), entry.get("reason") or ""
 
 
 def execute_stage(run: RunDir, cfg: RunConfig, name: str, options: dict[str, Any] | None = None) -> StageRecord:
     """Run one stage: check inputs, run into a staging folder, commit it, record it in the manifest."""
     stage = get_stage(name)
-    check_needs(run, stage)
+    check_needs(run, cfg, stage)
     started, t0 = now_iso(), time.perf_counter()
     with run.staging(stage.name, keep_partial=stage.keep_partial) as tmp:
         record = stage.run(StageContext(run, cfg, tmp, dict(options or {})))

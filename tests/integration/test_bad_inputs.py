@@ -20,6 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.orchestrate import resolve_run
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "trainers", "exporters", "deploy")
@@ -331,6 +332,7 @@ def test_damaged_resume_point_is_ignored_with_a_warning(tmp_path, in_work, caplo
     """A resume point is only a shortcut: a damaged one is logged (a WARNING line on stderr) and training starts
     over, rather than blocking every re-run."""
     run = tmp_path / "r"
+    resolve_run(run, "tiny", ["dense_reference=null", "train.steps=2"])  # the run exists, as after a kill
     (run / "train.tmp").mkdir(parents=True)
     (run / "train.tmp" / "resume.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
     r = CliRunner().invoke(main, ["train", *FAST, "--run-dir", run])

@@ -85,6 +85,7 @@ def test_staging_commits_on_success_and_keeps_old_folder_on_failure(tmp_path: Pa
     with run.staging("s") as tmp:
         (tmp / "out.txt").write_text("v1")
     assert (run.stage_dir("s") / "out.txt").read_text() == "v1"
+    run.update_manifest(stages={"s": {"status": "ok"}})  # the engine records what it committed
     with pytest.raises(RuntimeError), run.staging("s") as tmp:
         (tmp / "out.txt").write_text("v2")
         raise RuntimeError("stage crashed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.metrics import METRIC_DIRECTIONS, delta_p, delta_t, metric_table
+from pipeline.metrics import METRIC_DIRECTIONS, delta_p, delta_t, metric_table, relative_changes
 
 SEG, NORMAL, DEPTH = (
     ("miou", "pix_acc"),
@@ -147,7 +147,17 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(PipelineError, match="dense baseline metrics"):
         delta_t({"seg": dense["seg"]}, {"seg": {"miou": 1.0}})
     with pytest.raises(PipelineError, match="nonzero baseline"):
-        delta_p({"seg": dense["seg"]}, {"seg": {"miou": 0.0, "pix_acc": 1.0}})
+        relative_changes({"seg": dense["seg"]}, {"seg": {"miou": 0.0, "pix_acc": 1.0}})
+
+
+def test_a_zero_baseline_leaves_that_metric_undefined_with_the_reason() -> None:
+    dense = metrics("Dense")
+    seg = dense["seg"]
+    result = delta_p({"seg": seg}, {"seg": {"miou": 0.0, "pix_acc": seg["pix_acc"]}})
+    assert result["undefined"] == {"seg.miou": "dense seg.miou = 0.0; a relative change needs a finite nonzero baseline"}
+    assert result["per_task"] == {"seg": 0.0} and result["overall"] == 0.0  # pix_acc alone, equal to dense
+    none_left = delta_t({"seg": seg}, {"seg": {"miou": 0.0, "pix_acc": float("nan")}})
+    assert none_left["per_task"] == {} and none_left["overall"] is None and len(none_left["undefined"]) == 2
 
 
 def test_metric_table_has_every_metric_and_delta() -> None:
