@@ -92,10 +92,13 @@ class SparsityConfig:
     alloc_bound: float = 3.0  # |s_c| <= bound (log-scale threshold offset)
     component_max: float = 0.995
     component_min: float = 0.0
-    # Paper-faithful mode (sigmoid thresholds, Adam + coupled decay, freeze at ratio).
-    init: float = -9.0
-    threshold_lr: float = 0.01
-    threshold_decay: float = 1.0
+    # Sigmoid thresholds: the paper-faithful mode (Adam + one coupled decay, freeze at ratio) and STR.
+    init: float = -9.0  # adapmtl_faithful: initial s (the official sInit)
+    threshold_lr: float = 0.01  # str: the thresholds' own Adam learning rate
+    threshold_decay: float = 1.0  # str: coupled decay on its thresholds
+    faithful_decay: float = 1e-4  # adapmtl_faithful: the one coupled L2 decay on all parameters (official default)
+    str_init: float | None = None  # str: initial s (None: the dev table in trainers/sparsity/sigmoid.py)
+    imp_rounds: int = 3  # imp: pruning rounds inside the run's step budget (each followed by a rewind)
     # Which modules are prunable: ordered glob rules, first match wins; component null = leave dense.
     rules: list[dict[str, Any]] = field(
         default_factory=lambda: [
