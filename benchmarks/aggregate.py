@@ -12,6 +12,32 @@ from pipeline.metrics.summary import delta_p, delta_t
 
 HEADLINE = {"seg": ["miou"], "depth": ["abs_err", "rel_err"], "normal": ["mean"]}
 
+# Two-sided 95 % Student-t quantiles t_{0.975, df} for df = 1..30 (scipy need not be installed); beyond 30
+# the quantile is within 0.04 of the normal's 1.960 and is interpolated in 1/df towards it.
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)
+
+
+def t_quantile_975(df: int) -> float:
+    """t_{0.975} with `df` degrees of freedom (the half-width factor of a two-sided 95 % interval)."""
+    if df < 1:
+        raise ValueError("a t-interval needs at least 2 paired values (df >= 1)")
+    if df <= 30:
+        return _T975[df - 1]
+    return 1.960 + (_T975[29] - 1.960) * 30 / df
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95 % t-interval (lo, hi); a single pair gives an infinite interval."""
+    m = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return m, float("-inf"), float("inf")
+    half = t_quantile_975(len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return m, m - half, m + half
+
 
 def _ms(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -22,7 +48,9 @@ def _mean_metrics(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {t: {m: statistics.fmean(r["metrics"][t][m] for r in runs) for m in tasks[t]} for t in tasks}
 
 
-def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+def aggregate(results: list[dict[str, Any]], reference: str = "adapmtl") -> dict[str, Any]:
+    """Rows per (method, target) with ΔT / Δp against the dense mean, each paired on seeds with `reference`
+    (keys `adapmtl_minus_this*`: reference minus this method, with a 95 % t-interval)."""
     dense_runs = [r for r in results if r["method"] == "dense"]
     dense_mean = _mean_metrics(dense_runs)
     dense_by_seed = {r["seed"]: r for r in dense_runs}
@@ -47,15 +75,16 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
             "overall": statistics.fmean(r["sparsity"]["overall"] for r in runs),
             "components": comps, "metrics": metrics,
         }
-        ref = {r["seed"]: r for r in groups.get(("adapmtl", target), [])}
-        if method != "adapmtl" and ref:
+        ref = {r["seed"]: r for r in groups.get((reference, target), [])}
+        if method != reference and ref:
             diffs = [ref[r["seed"]]["delta_t"] - r["delta_t"] for r in runs if r["seed"] in ref]
             if diffs:
                 row["adapmtl_minus_this"], row["adapmtl_minus_this_sd"] = _ms(diffs)
                 row["adapmtl_minus_this_per_seed"] = diffs
+                row["adapmtl_minus_this_ci95"] = list(paired_interval(diffs)[1:])
         rows.append(row)
     dense_seed_dt = [delta_t(r["metrics"], dense_mean)["overall"] for r in dense_by_seed.values()]
-    return {"rows": rows, "dense_mean": dense_mean, "dense_seed_delta_t": dense_seed_dt}
+    return {"rows": rows, "dense_mean": dense_mean, "dense_seed_delta_t": dense_seed_dt, "reference": reference}
 
 
 def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -69,8 +98,8 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{meta.get('run_seconds_total', 0) / 60:.0f} process-minutes ({meta.get('jobs', 1)} in parallel, "
         "one torch thread each).", "",
         "ΔT (AdapMTL sum form) and Δp (LibMTL mean form) are in percent points against the mean of the dense "
-        "seeds; ± is the standard deviation over seeds. 'paired vs AdapMTL' is AdapMTL's ΔT minus this "
-        "method's ΔT on the same seed (mean ± sd): positive means AdapMTL is better. A method whose achieved "
+        "seeds; ± is the standard deviation over seeds. 'paired vs reference' is the reference method's ΔT minus "
+        "this method's ΔT on the same seed: the mean and its 95 % t-interval; positive means the reference is better. A method whose achieved "
         "sparsity differs from the target by more than 0.5 pp is not comparable at that target (see 'achieved').",
         "",
         f"Dense seeds' own ΔT against their mean: {', '.join(f'{v:+.2f}' for v in agg['dense_seed_delta_t'])}.", "",
@@ -78,13 +107,12 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += summary_table(agg)
     cols = [f"{t} {m}" for t, ms in HEADLINE.items() for m in ms]
     lines.append("| target | method | achieved | components | " + " | ".join(cols) +
-                 " | ΔT | Δp | paired vs AdapMTL |")
+                 " | ΔT | Δp | paired vs reference |")
     lines.append("|" + "---|" * (7 + len(cols)))
     for r in agg["rows"]:
         comps = " / ".join(f"{c} {v:.3f}" for c, v in r["components"].items())
         vals = [f"{r['metrics'][t][m]:.4g}" for t, ms in HEADLINE.items() for m in ms if t in r["metrics"]]
-        paired = (f"{r['adapmtl_minus_this']:+.2f} ± {r['adapmtl_minus_this_sd']:.2f}"
-                  if "adapmtl_minus_this" in r else "")
+        paired = _interval_text(r, 2)
         lines.append(
             f"| {r['target']:.2f} | {r['method']} | {r['overall']:.4f} | {comps} | " + " | ".join(vals) +
             f" | {r['delta_t']:+.2f} ± {r['delta_t_sd']:.2f} | {r['delta_p']:+.2f} ± {r['delta_p_sd']:.2f} | {paired} |"
@@ -93,6 +121,14 @@ def markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
     for r in agg["rows"]:
         lines.append(f"- {r['method']} @ {r['target']:.2f}: " + ", ".join(f"{v:+.2f}" for v in r["delta_t_per_seed"]))
     return "\n".join(lines) + "\n"
+
+
+def _interval_text(r: dict[str, Any], digits: int) -> str:
+    """'+2.2 (−1.0, +5.4)': the paired mean difference and its 95 % t-interval."""
+    if "adapmtl_minus_this" not in r:
+        return ""
+    lo, hi = r.get("adapmtl_minus_this_ci95", (float("-inf"), float("inf")))
+    return f"{r['adapmtl_minus_this']:+.{digits}f} ({lo:+.{digits}f}, {hi:+.{digits}f})"
 
 
 def _on_target(r: dict[str, Any]) -> bool:
@@ -107,9 +143,10 @@ def summary_table(agg: dict[str, Any]) -> list[str]:
     methods.sort(key=lambda m: m != "adapmtl")
     lines = [
         "## Summary", "",
-        "ΔT mean ± sd over seeds; in brackets AdapMTL minus the method on the same seed (mean ± sd; positive: "
-        "AdapMTL better). *achieved x*: the method missed the target by more than 0.5 pp, so it is not comparable "
-        "there.", "",
+        f"ΔT mean ± sd over seeds; in brackets `{agg.get('reference', 'adapmtl')}` minus the method on the same "
+        "seed: the paired mean difference and its 95 % t-interval (positive: the reference is better; an interval "
+        "that contains 0 is no evidence either way). *achieved x*: the method missed the target by more than "
+        "0.5 pp, so it is not comparable there.", "",
         "| method | " + " | ".join(f"{t:g}" for t in targets) + " |",
         "|---|" + "---|" * len(targets),
     ]
@@ -122,7 +159,7 @@ def summary_table(agg: dict[str, Any]) -> list[str]:
                 continue
             cell = f"{r['delta_t']:+.1f} ± {r['delta_t_sd']:.1f}"
             if "adapmtl_minus_this" in r:
-                cell += f" [{r['adapmtl_minus_this']:+.1f} ± {r['adapmtl_minus_this_sd']:.1f}]"
+                cell += f" [{_interval_text(r, 1)}]"
             if not _on_target(r):
                 cell += f" *achieved {r['overall']:.3f}*"
             cells.append(cell)
@@ -161,12 +198,12 @@ def plot(agg: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(results: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> Path:
-    agg = aggregate(results)
+def write_results(results: list[dict[str, Any]], meta: dict[str, Any], out: Path, reference: str = "adapmtl") -> Path:
+    agg = aggregate(results, reference)
     (out / "results.json").write_text(json.dumps({"meta": meta, **agg, "runs": results}, indent=1))
     (out / "results.md").write_text(markdown(agg, meta))
     plot(agg, out / "delta_t.png")
     return out / "results.md"
 
 
-__all__ = ["aggregate", "markdown", "summary_table", "write_results"]
+__all__ = ["aggregate", "markdown", "paired_interval", "summary_table", "t_quantile_975", "write_results"]

@@ -31,8 +31,8 @@ from pipeline.data import build_dataset
 from trainers.training_run import train_run
 
 ALL_METHODS = [
-    "dense", "adapmtl", "adapmtl_component", "adapmtl_faithful", "adapmtl_static", "soft_uniform", "gmp_split",
-    "gmp_global", "gmp_uniform", "str", "disparse_static",
+    "dense", "adapmtl", "adapmtl_adaptive", "adapmtl_component", "adapmtl_layer", "adapmtl_faithful", "soft_uniform",
+    "gmp_split", "gmp_global", "gmp_uniform", "str", "snip", "imp", "disparse_static",
 ]
 ALL_SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.97]
 
@@ -130,7 +130,7 @@ def _finished_runs(args) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.preset)
+    cfg = load_config(args.preset, list(args.set or []))  # the data the runs will use (--set may change it)
     args.steps = args.steps or cfg.train.steps
     build_dataset(cfg.data, "train", cfg.tasks)  # render the scene cache once, before the workers start
     build_dataset(cfg.data, "val", cfg.tasks)
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     meta = {
         "command": "python -m benchmarks.quality " + " ".join(argv if argv is not None else sys.argv[1:]),
         "preset": args.preset, "steps": args.steps, "seeds": args.seeds, "methods": args.methods,
-        "sparsities": args.sparsities, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "sparsities": args.sparsities, "overrides": list(args.set or []),
+        "seed_list": list(args.only_seeds or range(args.seeds)), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
         "torch": torch.__version__, "wall_seconds": time.perf_counter() - t0,
         "run_seconds_total": sum(r.get("seconds", 0.0) for r in results), "jobs": args.jobs,

@@ -1,3 +1,3 @@
 """Multitask compression pipeline: AdapMTL training, hardening, ONNX export, ONNX Runtime and TensorRT checks."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

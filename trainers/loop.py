@@ -68,6 +68,9 @@ class Trainer:
         lr: float | None = None,
         steps: int | None = None,
     ):
+        cfg = method.train_config(cfg)  # a method may prescribe its optimizer and schedule (adapmtl_faithful)
+        if not cfg.weighting.normalise_losses:
+            weighting.normalise_losses = False  # ... and turn loss normalisation off (never on)
         self.model, self.method, self.weighting, self.objective = model, method, weighting, objective
         self.dataset, self.cfg = dataset, cfg
         self.steps = steps if steps is not None else cfg.steps

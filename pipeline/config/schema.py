@@ -161,10 +161,13 @@ class SparsityConfig:
     alloc_bound: float = dom(3.0, POSITIVE)  # |s_c| <= bound (log-scale threshold offset)
     component_max: float = dom(0.995, between(0.0, 1.0, lo_open=True, hi_open=True, bad=0.0))
     component_min: float = dom(0.0, between(0.0, 1.0, hi_open=True, bad=1.0))
-    # Paper-faithful mode (sigmoid thresholds, Adam + coupled decay, freeze at ratio).
-    init: float = dom(-9.0, FINITE)
-    threshold_lr: float = dom(0.01, POSITIVE)
-    threshold_decay: float = dom(1.0, NON_NEGATIVE)
+    # Sigmoid thresholds: the paper-faithful mode (Adam + one coupled decay, freeze at ratio) and STR.
+    init: float = dom(-9.0, FINITE)  # adapmtl_faithful: initial s (the official sInit)
+    threshold_lr: float = dom(0.01, POSITIVE)  # str: the thresholds' own Adam learning rate
+    threshold_decay: float = dom(1.0, NON_NEGATIVE)  # str: coupled decay on its thresholds
+    faithful_decay: float = dom(1e-4, NON_NEGATIVE)  # adapmtl_faithful: the one coupled L2 decay on all parameters
+    str_init: float | None = dom(None, Domain("null or a finite number", lambda v: v is None or _finite(v), math.nan))  # str: initial s (None: the dev table in trainers/sparsity/sigmoid.py)
+    imp_rounds: int = dom(3, POSITIVE_INT)  # imp: pruning rounds inside the run's step budget (each followed by a rewind)
     # Which modules are prunable: ordered glob rules, first match wins; component null = leave dense.
     rules: list[dict[str, Any]] = field(
         default_factory=lambda: [

@@ -19,8 +19,8 @@ between components on pooled signals and between the layers of each component).
   costs are equal: the optimum of "least loss at a fixed number of pruned weights". This preconditioning is
   what plain Adam on s_g lacks (its sign-like steps move every group alike; see docs/method.md).
 
-Paper-faithful (`FaithfulSoftThresholds`): tau = sigmoid(s_c) in absolute units, s_c trained by the run's
-optimizer with coupled weight decay, frozen whenever overall sparsity reaches the target (method.md 4.2).
+The paper-faithful mode and real STR (sigmoid thresholds in weight units, learned by the optimizer) are in
+`trainers.sparsity.sigmoid`.
 """
 
 from __future__ import annotations
@@ -272,56 +272,3 @@ class SoftThresholds(SparsityMethod):
         w = self._per_component_sum(self.numel)
         ws = self._per_component_sum(self.numel * self.s.detach().double())
         return {c: math.exp(float(ws[i] / w[i]) + float(self.b)) for i, c in enumerate(self.components)}
-
-
-class FaithfulSoftThresholds(SparsityMethod):
-    """The official dynamics: one sigmoid threshold per component, Adam + coupled decay, freeze at ratio."""
-
-    threshold_kind = "sigmoid(s) (absolute)"
-
-    def setup(self) -> None:
-        dev = next(iter(self.layers.values())).weight.device
-        self.index = {c: i for i, c in enumerate(self.components)}
-        self.s = torch.nn.Parameter(torch.full((len(self.components),), float(self.cfg.init), device=dev))
-        self.frozen_at: int | None = None
-        self.frozen_now = False
-
-    def extra_param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [self.s], "lr": self.cfg.threshold_lr, "weight_decay": self.cfg.threshold_decay}]
-
-    def before_forward(self, step: int) -> None:
-        tau = torch.sigmoid(self.s)
-        for layer in self.layers.values():
-            layer.tau = tau[self.index[layer.component]]
-
-    @torch.no_grad()
-    def _overall(self) -> float:
-        zeros = total = 0
-        tau = torch.sigmoid(self.s)
-        for layer in self.layers.values():
-            zeros += int((layer.weight.abs() <= tau[self.index[layer.component]]).sum())
-            total += layer.weight.numel()
-        return zeros / total
-
-    def after_backward(self, step: int) -> None:
-        reduce_grad_(self.s.grad)
-        # Official rule: once overall sparsity reaches the ratio, drop the threshold gradients so Adam skips
-        # them (weight decay included); weights keep training, so sparsity can drift past the target.
-        self.frozen_now = self._overall() >= self.cfg.target
-        if self.frozen_now:
-            self.s.grad = None
-            if self.frozen_at is None:
-                self.frozen_at = step
-
-    def thresholds(self) -> dict[str, float]:
-        return {c: float(torch.sigmoid(self.s[i].detach())) for c, i in self.index.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"s": self.s.detach().clone(), "frozen_at": -1 if self.frozen_at is None else self.frozen_at}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.s.copy_(state["s"])
-        f = int(state.get("frozen_at", -1))
-        self.frozen_at = None if f < 0 else f
-        self.before_forward(0)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.config import SparsityConfig
+from pipeline.config import SparsityConfig, TrainConfig
 from trainers.distributed import all_reduce_mean
 from trainers.sparsity.components import LayerAssignment, assign_components, components_of
 from trainers.sparsity.layers import SparseConv2d, make_sparse_
@@ -57,6 +57,11 @@ class SparsityMethod:
 
     def extra_param_groups(self) -> list[dict[str, Any]]:
         return []
+
+    def train_config(self, cfg: TrainConfig) -> TrainConfig:
+        """The training settings this method runs under: `cfg` itself unless the method prescribes its own
+        optimizer or schedule (the paper-faithful mode does; see trainers/sparsity/sigmoid.py)."""
+        return cfg
 
     def prepare(self, trainer: Any) -> None:
         """Called once before the first training step of a fresh run (not on resume): data-driven setup."""

@@ -137,6 +137,58 @@ class MagnitudePruning(SparsityMethod):
         self.cuts = dict(state.get("cuts", {}))
 
 
+class IterativeMagnitudePruning(MagnitudePruning):
+    """IMP with rewinding (Frankle et al., LTH style) inside the run's own step budget.
+
+    Schedule: the T steps are split into R + 1 equal phases (R = `sparsity.imp_rounds`). The surviving weights
+    are saved at the rewind step k = phase / 10 (rewinding to an early iteration rather than to the
+    initialisation, as in "Stabilizing the LTH"). At the start of phase r = 1..R, the global magnitude cut
+    prunes to 1 - (1 - target)^(r / R) (each round removes the same fraction of the survivors), every
+    surviving prunable weight is rewound to its value at step k and Adam's moments are cleared; the last
+    phase trains at the target. The learning-rate schedule follows the global step (it is not rewound).
+    """
+
+    threshold_kind = "magnitude cut"
+
+    def __init__(self, cfg, total_steps: int):
+        super().__init__(cfg, total_steps, "global")
+        self.rounds = max(1, int(cfg.imp_rounds))
+        self.phase = max(1, self.total_steps // (self.rounds + 1))
+        self.rewind_step = self.phase // 10
+        self.rewind: dict[str, torch.Tensor] = {}
+        self.round = 0
+
+    def bind_optimizer(self, optimizer) -> None:
+        self._optimizer = optimizer
+
+    def round_sparsity(self, r: int) -> float:
+        return 1.0 - (1.0 - self.cfg.target) ** (r / self.rounds) if r > 0 else 0.0
+
+    def target_at(self, step: int) -> float:
+        return self.round_sparsity(min(self.rounds, step // self.phase))
+
+    @torch.no_grad()
+    def before_forward(self, step: int) -> None:
+        if step == self.rewind_step and not self.rewind:
+            self.rewind = {n: layer.weight.detach().clone() for n, layer in self.layers.items()}
+        r = step // self.phase
+        if step > 0 and step % self.phase == 0 and 1 <= r <= self.rounds and r > self.round:
+            self._update_masks(self.round_sparsity(r))
+            for n, layer in self.layers.items():
+                layer.weight.copy_(self.rewind[n] * layer.mask)
+            if getattr(self, "_optimizer", None) is not None:
+                self._optimizer.state.clear()  # a rewound network restarts its optimizer too
+            self.round = r
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rewind": {n: w.clone() for n, w in self.rewind.items()}, "round": self.round}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.rewind = {n: w.clone() for n, w in state.get("rewind", {}).items()}
+        self.round = int(state.get("round", 0))
+
+
 class FixedMasks(SparsityMethod):
     """Masks given up front and never changed (2:4 fine-tuning): zeros stay zeros, survivors train."""
 

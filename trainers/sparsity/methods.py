@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from pipeline.config import SparsityConfig
 from pipeline.errors import ConfigError
-from trainers.sparsity.adapmtl import FaithfulSoftThresholds, SoftThresholds
+from trainers.sparsity.adapmtl import SoftThresholds
 from trainers.sparsity.base import SparsityMethod
-from trainers.sparsity.disparse import DiSparseStatic
-from trainers.sparsity.magnitude import MagnitudePruning
+from trainers.sparsity.disparse import DiSparseStatic, Snip
+from trainers.sparsity.magnitude import IterativeMagnitudePruning, MagnitudePruning
+from trainers.sparsity.sigmoid import FaithfulSoftThresholds, SigmoidLayerThresholds
 
 
 class DenseTraining(SparsityMethod):
@@ -33,34 +34,46 @@ METHODS: dict[str, MethodSpec] = {
     "dense": MethodSpec(DenseTraining, "static", "no pruning (the reference)"),
     "adapmtl": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
-        "adaptive",
+        "static",
         "AdapMTL, improved: per-component scale-invariant soft thresholds refined per layer, learned split, "
-        "exact target",
+        "exact target; static task weights (the adaptive weighting cost 0.4-1.0 dT on dev: docs/method.md)",
     ),
-    "adapmtl_component": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "component", "marginal"),
+    "adapmtl_adaptive": MethodSpec(
+        lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
         "adaptive",
-        "AdapMTL at the paper's granularity: one learned threshold per component, no per-layer refinement",
+        "adapmtl with the paper's adaptive task weighting (option; before 0.3 this was 'adapmtl')",
     ),
+    # Kept so that configs and results written before 0.3 still name a method: identical to 'adapmtl' now.
     "adapmtl_static": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
         "static",
-        "AdapMTL without adaptive task weighting (ablation)",
+        "alias of adapmtl (since 0.3 the default is static; kept for older configs)",
+    ),
+    "adapmtl_component": MethodSpec(
+        lambda c, t: SoftThresholds(c, t, "component", "marginal"),
+        "static",
+        "ablation: one learned threshold per component (the paper's granularity), no per-layer refinement",
+    ),
+    "adapmtl_layer": MethodSpec(
+        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
+        "static",
+        "ablation: one learned threshold per layer, same controller, no component level (was 'str' before 0.3)",
     ),
     "adapmtl_faithful": MethodSpec(
         FaithfulSoftThresholds,
         "adaptive",
-        "AdapMTL as in the official code: sigmoid thresholds, Adam + decay, freeze at ratio",
+        "AdapMTL as in the official code: sigmoid thresholds, one coupled decay, Adam (0.5, 0.999), StepLR, "
+        "freeze at ratio",
     ),
     "soft_uniform": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "component", "none"),
-        "adaptive",
+        "static",
         "control: soft thresholds on the schedule, nothing learned per component",
     ),
     "str": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
+        SigmoidLayerThresholds,
         "static",
-        "STR-style: one learned threshold per layer, same controller",
+        "STR (Kusupati et al. 2020): per-layer sigmoid thresholds in weight units, learned with decay, no controller",
     ),
     "gmp_global": MethodSpec(
         lambda c, t: MagnitudePruning(c, t, "global"), "static", "gradual global magnitude pruning"
@@ -75,6 +88,10 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "disparse_static": MethodSpec(
         DiSparseStatic, "static", "DiSparse-static: per-task saliency at init, backbone kept if any task needs it"
+    ),
+    "snip": MethodSpec(Snip, "static", "SNIP: one-shot saliency |g*w| at initialisation, then fixed masks"),
+    "imp": MethodSpec(
+        IterativeMagnitudePruning, "static", "IMP with rewinding (LTH style): rounds of global magnitude pruning"
     ),
 }
 

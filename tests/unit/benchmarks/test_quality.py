@@ -67,7 +67,7 @@ def test_summary_table_pairs_flags_missed_targets_and_tables_are_well_formed():
 
     runs = [_run("dense", 0.0, s, 60.0) for s in (0, 1)]
     runs += [_run("adapmtl", 0.9, s, 59.0) for s in (0, 1)]
-    runs += [_run("str", 0.9, s, 57.0) for s in (0, 1)]
+    runs += [_run("str", 0.9, s, 57.0 + s) for s in (0, 1)]
     missed = [_run("adapmtl_faithful", 0.9, s, 58.0) for s in (0, 1)]
     for r in missed:
         r["sparsity"]["overall"] = 0.93  # the freeze rule drifted past the target
@@ -75,8 +75,12 @@ def test_summary_table_pairs_flags_missed_targets_and_tables_are_well_formed():
     lines = summary_table(agg)
     row = {ln.split(" | ")[0]: ln for ln in lines if ln.startswith("| ")}
     assert row["| adapmtl"].count("[") == 0  # no pairing against itself
-    gap = 2 / 60 * 100 / 3
-    assert f"[+{gap:.1f} ± 0.0]" in row["| str"]
+    g0, g1 = 2 / 60 * 100 / 3, 1 / 60 * 100 / 3  # paired gaps on seeds 0 and 1 (dense mean mIoU 60)
+    rows = {r["method"]: r for r in agg["rows"]}
+    lo, hi = rows["str"]["adapmtl_minus_this_ci95"]
+    half = 12.706 * abs(g0 - g1) / 2 ** 0.5 / 2 ** 0.5  # t(0.975, 1) * sd / sqrt(n)
+    assert (lo + hi) / 2 == pytest.approx(rows["str"]["adapmtl_minus_this"]) and (hi - lo) / 2 == pytest.approx(half, rel=1e-3)
+    assert f"[{rows['str']['adapmtl_minus_this']:+.1f} ({lo:+.1f}, {hi:+.1f})]" in row["| str"]
     assert "*achieved 0.930*" in row["| adapmtl_faithful"] and "*achieved" not in row["| str"]
     meta = {"command": "x", "date": "d", "machine": "m", "python": "3", "torch": "t", "steps": 1, "preset": "p",
             "seeds": 2}
@@ -97,3 +101,65 @@ def test_results_header_names_the_commit_and_uncommitted_files():
     assert "commit `0123456789ab` (uncommitted changes in trainers/loop.py)" in head
     state = git_state()  # this checkout: a commit sha, or None outside git
     assert state["git_commit"] is None or len(state["git_commit"]) == 40
+
+
+def test_t_quantiles_and_paired_interval():
+    from benchmarks.aggregate import paired_interval, t_quantile_975
+
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(4) == 2.776 and t_quantile_975(30) == 2.042
+    assert 1.96 < t_quantile_975(60) < t_quantile_975(31) < 2.042
+    m, lo, hi = paired_interval([1.0, 2.0, 3.0, 2.5, 1.5])
+    assert m == pytest.approx(2.0) and hi - m == pytest.approx(2.776 * 0.790569 / 5**0.5, rel=1e-5)
+    assert paired_interval([1.0])[1:] == (float("-inf"), float("inf"))
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_heldout_test_split_differs_from_dev_and_has_five_paired_seeds():
+    from benchmarks.heldout import SPLITS, parse_args, quality_argv
+
+    dev, test = SPLITS["dev"], SPLITS["test"]
+    assert len(test.seeds) >= 5 and min(test.seeds) >= 3 and not set(test.seeds) & set(dev.seeds)
+    keys = {o.split("=")[0] for o in test.overrides}
+    assert {"data.seed", "data.min_objects", "data.max_objects", "data.noise", "data.height"} <= keys
+    argv = quality_argv(parse_args(["--split", "test", "--quick"]))
+    assert "benchmarks/results/main" not in " ".join(argv)
+    assert argv[argv.index("--only-seeds") + 1 : argv.index("--only-seeds") + 6] == ["3", "4", "5", "6", "7"]
+
+
+def _docs_table(path, heading):
+    """Rows of the first Markdown table after `heading`: {first cell: [cells]}."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(heading))
+    table = []
+    for ln in lines[start:]:
+        if ln.startswith("|"):
+            table.append([c.strip() for c in ln.strip("|").split("|")])
+        elif table:
+            break
+    return table[0], table[2:]
+
+
+def test_docs_tables_equal_the_committed_results():
+    """docs/benchmarks.md and the README quote benchmarks/results/main/results.json: the numbers must match."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    res = json.loads((root / "benchmarks/results/main/results.json").read_text())
+    by = {(r["method"], r["target"]): r for r in res["rows"]}
+    checked = 0
+    for path, heading in ((root / "docs/benchmarks.md", "| method | 0.5 |"), (root / "README.md", "| method | 0.5 |")):
+        header, rows = _docs_table(path, heading)
+        targets = [float(t) for t in header[1:]]
+        for cells in rows:
+            name = re.sub(r"[*`]|ablation:", "", cells[0]).split()[0]
+            for t, cell in zip(targets, cells[1:]):
+                m = re.search(r"([+−-]\d+\.\d) ± (\d+\.\d)", cell.replace("**", ""))
+                if not m:
+                    continue
+                r = by[(name, t)]
+                assert float(m.group(1).replace("−", "-")) == pytest.approx(round(r["delta_t"], 1), abs=0.051), (path.name, name, t)
+                assert float(m.group(2)) == pytest.approx(round(r["delta_t_sd"], 1), abs=0.051), (path.name, name, t)
+                checked += 1
+    assert checked >= 40
