@@ -8,6 +8,7 @@ registry names passed in by the caller (the stage engine and the CLI, see `pipel
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -32,12 +33,16 @@ class DataConfig:
     max_objects: int = 5
     noise: float = 0.02
     seed: int = 0
+    # Bring your own data: "package.module:callable", called as callable(split, tasks, **kwargs); replaces `name`.
+    factory: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "scene_aspp"
+    name: str | None = "scene_aspp"  # a registered model; null (or left at the default) with `factory`
     kwargs: dict[str, Any] = field(default_factory=dict)
+    factory: str | None = None  # bring your own model: "package.module:callable", called with `kwargs` only
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,31 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return plain(dataclasses.asdict(cfg))
+    out = plain(dataclasses.asdict(cfg))
+    # Unset factory fields are left out, so configs without them keep their fingerprints and hashes.
+    for section, keys in _FACTORY_KEYS.items():
+        for key in keys:
+            if out[section].get(key) in (None, {}):
+                out[section].pop(key)
+    return out
+
+
+_FACTORY_KEYS = {"model": ("factory",), "data": ("factory", "kwargs")}
+_FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def check_factory_fields(cfg: RunConfig) -> list[str]:
+    """Form checks of `model.factory` / `data.factory` (importing them happens when the model/data is built)."""
+    problems = []
+    for section in ("model", "data"):
+        path = getattr(cfg, section).factory
+        if path is not None and not _FACTORY_PATH.match(path):
+            problems.append(f"'{section}.factory' = {path!r} must look like 'package.module:callable'")
+    if cfg.model.factory is not None and cfg.model.name not in (None, ModelConfig.name):
+        problems.append("'model.name' and 'model.factory' are mutually exclusive; set 'model.name: null'")
+    if cfg.model.factory is None and cfg.model.name is None:
+        problems.append("'model.name' is null: name a registered model or give 'model.factory'")
+    return problems
 
 
 def check_registered_names(
@@ -190,7 +219,7 @@ def check_registered_names(
     A registry left as None is not checked.
     """
     problems: list[str] = []
-    if models is not None:
+    if models is not None and cfg.model.factory is None:
         models = sorted(models)
         if cfg.model.name not in models:
             problems.append(f"unknown model '{cfg.model.name}' (available: {', '.join(models)})")
@@ -216,6 +245,7 @@ def check_values(
     if len(set(cfg.tasks)) != len(cfg.tasks):
         problems.append(f"'tasks' lists a task twice: {cfg.tasks}")
     problems += check_registered_names(cfg, models=models, methods=methods)
+    problems += check_factory_fields(cfg)
     if not (0.0 < cfg.sparsity.target < 1.0) and cfg.sparsity.method != "dense":
         problems.append(f"'sparsity.target' = {cfg.sparsity.target} must be in (0, 1), e.g. 0.9")
     if not (0.0 <= cfg.sparsity.ramp_start < cfg.sparsity.ramp_end <= 1.0):
@@ -228,7 +258,9 @@ def check_values(
     d = cfg.data
     if d.height < 16 or d.width < 16:
         problems.append(f"'data.height'/'data.width' = {d.height}x{d.width}: at least 16x16 is needed")
-    if d.name == "scenes":
+    if d.factory is not None:
+        pass  # the factory's samples are checked when the dataset is built
+    elif d.name == "scenes":
         if d.num_classes < 4:
             problems.append(f"'data.num_classes' = {d.num_classes}: scenes need at least 4 (floor, wall, ceiling, objects)")
         if not (0 <= d.min_objects <= d.max_objects):
