@@ -70,7 +70,8 @@ def call_factory(fn: Callable[..., Any], key: str, *args: Any, **kwargs: Any) ->
         return fn(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 - user code: one line, no traceback
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise ConfigError(f"'{key}' raised {type(e).__name__}: {first} (kwargs {sorted(kwargs)})") from None
+        called = f" (kwargs {sorted(kwargs)})" if kwargs else ""
+        raise ConfigError(f"'{key}' raised {type(e).__name__}: {first}{called}") from None
 
 
 def build_factory_model(path: str, kwargs: Mapping[str, Any]) -> nn.Module:
