@@ -90,11 +90,11 @@ def assign_components(
                 comp, rule_text = c, text
                 break
         result.append(LayerAssignment(name, comp, rule_text, module.weight.numel(), tuple(module.weight.shape)))
+    _check_coverage(names, expanded, rules, tasks, result)  # first: it names the rule or task at fault
     if not any(a.component for a in result):
         raise ConfigError(
             "no conv layer matched a prunable sparsity rule; check 'sparsity.rules' against the model's layer names"
         )
-    _check_coverage(names, expanded, rules, tasks, result)
     return result
 
 
