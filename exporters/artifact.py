@@ -31,6 +31,7 @@ from exporters.simplify import simplify_onnx
 from pipeline.artifacts import atomic_write_json
 from pipeline.config import ExportConfig
 from pipeline.errors import CheckFailed
+from pipeline.models.factory import example_image
 from pipeline.models.hardened import load_hardened_model
 
 ONNX_NAME = "model.onnx"
@@ -72,7 +73,7 @@ def _export_simplified(
 
     Returns (export info, simplifier record, number of negative zeros rewritten)."""
     onnx_path, raw_path = out_dir / ONNX_NAME, out_dir / RAW_NAME
-    example = model.example_inputs(batch=2, height=height, width=width)[0]
+    example = example_image(model, 2, height, width)
     info = export_onnx(
         model,
         raw_path,

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.config import RunConfig, TrainConfig
+from pipeline.models.factory import build_factory_model, check_model_outputs
 from pipeline.models.multitask import task_channels
 from pipeline.models.registry import create_model
 from trainers.loop import Trainer
@@ -24,8 +25,17 @@ __all__ = ["assemble_trainer", "build_model", "init_conv_weights_"]
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
-    """The configured architecture with one head per configured task (weights from the global torch RNG)."""
-    return create_model(cfg.model.name, task_channels(cfg.tasks, num_classes), **cfg.model.kwargs)
+    """The configured architecture with one head per configured task (weights from the global torch RNG).
+
+    A `model.factory` model is called with `model.kwargs` only; its outputs are checked once here against the
+    configured tasks and the data size (one-line ConfigError when they do not match).
+    """
+    channels = task_channels(cfg.tasks, num_classes)
+    if cfg.model.factory is None:
+        return create_model(cfg.model.name, channels, **cfg.model.kwargs)
+    model = build_factory_model(cfg.model.factory, cfg.model.kwargs)
+    check_model_outputs(model, channels, cfg.data.height, cfg.data.width)
+    return model
 
 
 def init_conv_weights_(model: nn.Module, kind: str, seed: int) -> None:
@@ -65,7 +75,7 @@ def assemble_trainer(
     if method is None:
         method, spec = build_method(cfg.sparsity, steps if steps is not None else train.steps)
         prescribed = spec.weighting
-    method.attach(model)
+    method.attach(model, list(cfg.tasks))
     kind = weighting if weighting is not None else cfg.train.weighting.kind
     if kind == "auto":
         kind = prescribed

@@ -21,7 +21,7 @@ from pipeline.data.batching import iter_batches
 from pipeline.errors import PipelineError
 from pipeline.metrics.evaluate import evaluate
 from pipeline.models.folding import fold_batchnorm_
-from pipeline.models.registry import create_model
+from pipeline.models.factory import example_image, rebuild_model
 from pipeline.nm_sparsity import nm_violations
 from trainers.assembly import assemble_trainer
 from trainers.sparsity.base import SparsityMethod
@@ -42,9 +42,9 @@ class HardenResult:
 def restore_method_model(ckpt: TrainCheckpoint, source: Path | str) -> tuple[nn.Module, SparsityMethod]:
     """Rebuild the soft/masked model of a train checkpoint: returns (model, method) ready for hardening."""
     cfg = config_from_dict(ckpt.config)
-    model = create_model(ckpt.model["name"], **ckpt.model["kwargs"])
+    model = rebuild_model(ckpt.model)
     method, _ = build_method(cfg.sparsity, cfg.train.steps)
-    method.attach(model)
+    method.attach(model, list(cfg.tasks))
     load_model_state(model, ckpt.state_dict, source)
     if ckpt.method["name"] != method.name:
         raise PipelineError(f"{source}: method {ckpt.method['name']} does not match its config ({method.name})")
@@ -156,7 +156,7 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
     hcfg = cfg.harden
     model, method = restore_method_model(ckpt, source)
     learned = method.measure()["layers"]
-    x = model.example_inputs(batch=2, height=cfg.data.height, width=cfg.data.width)[0]
+    x = example_image(model, 2, cfg.data.height, cfg.data.width)
     with torch.no_grad():
         y_soft = model(x)
     layer_names = list(harden_(method))

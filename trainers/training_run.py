@@ -18,8 +18,10 @@ from torch import nn
 from pipeline import __version__
 from pipeline.artifacts import atomic_write_json, sha256_json
 from pipeline.checkpoint import (
+    CHECKPOINT_FORMAT,
     ResumePoint,
     TrainCheckpoint,
+    load_checkpoint,
     load_model_state,
     read_checkpoint,
     write_checkpoint,
@@ -64,9 +66,26 @@ def _initial_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     model = build_model(cfg, num_classes)
     init_conv_weights_(model, cfg.train.init, cfg.train.seed)
     if cfg.train.dense_init:
-        src = read_checkpoint(Path(cfg.train.dense_init), TrainCheckpoint)
-        load_model_state(model, src.state_dict, cfg.train.dense_init)
+        load_model_state(model, dense_init_state(Path(cfg.train.dense_init)), cfg.train.dense_init)
     return model.to(cfg.train.device)
+
+
+def dense_init_state(path: Path) -> dict[str, Any]:
+    """The weights `train.dense_init` names: a project train checkpoint, or a plain state_dict file (a dict of
+    name -> tensor, optionally under "state_dict"), both read with `torch.load(weights_only=True)`."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - missing, damaged or pickled files: load_checkpoint says which, in one line
+        raw = load_checkpoint(path)
+    if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
+        return read_checkpoint(path, TrainCheckpoint).state_dict
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise PipelineError(
+            f"train.dense_init {path} is neither an mtl-compress train checkpoint nor a state_dict "
+            "(a dict of parameter name -> tensor, as torch.save(model.state_dict(), path) writes)"
+        )
+    return state
 
 
 def _resume(trainer: Trainer, path: Path, fingerprint: str) -> int | None:

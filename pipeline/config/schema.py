@@ -101,12 +101,16 @@ class DataConfig:
     max_objects: int = dom(5, NON_NEGATIVE_INT)
     noise: float = dom(0.02, NON_NEGATIVE)
     seed: int = dom(0, SEED)
+    # Bring your own data: "package.module:callable", called as callable(split, tasks, **kwargs); replaces `name`.
+    factory: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "scene_aspp"
+    name: str | None = "scene_aspp"  # a registered model; null (or left at the default) with `factory`
     kwargs: dict[str, Any] = field(default_factory=dict)
+    factory: str | None = None  # bring your own model: "package.module:callable", called with `kwargs` only
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,31 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items()}
         return v
 
-    return plain(dataclasses.asdict(cfg))
+    out = plain(dataclasses.asdict(cfg))
+    # Unset factory fields are left out, so configs without them keep their fingerprints and hashes.
+    for section, keys in _FACTORY_KEYS.items():
+        for key in keys:
+            if out[section].get(key) in (None, {}):
+                out[section].pop(key)
+    return out
+
+
+_FACTORY_KEYS = {"model": ("factory",), "data": ("factory", "kwargs")}
+_FACTORY_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def check_factory_fields(cfg: RunConfig) -> list[str]:
+    """Form checks of `model.factory` / `data.factory` (importing them happens when the model/data is built)."""
+    problems = []
+    for section in ("model", "data"):
+        path = getattr(cfg, section).factory
+        if path is not None and not _FACTORY_PATH.match(path):
+            problems.append(f"'{section}.factory' = {path!r} must look like 'package.module:callable'")
+    if cfg.model.factory is not None and cfg.model.name not in (None, ModelConfig.name):
+        problems.append("'model.name' and 'model.factory' are mutually exclusive; set 'model.name: null'")
+    if cfg.model.factory is None and cfg.model.name is None:
+        problems.append("'model.name' is null: name a registered model or give 'model.factory'")
+    return problems
 
 
 def check_registered_names(
@@ -291,7 +319,7 @@ def check_registered_names(
     A registry left as None is not checked.
     """
     problems: list[str] = []
-    if models is not None:
+    if models is not None and cfg.model.factory is None:
         models = sorted(models)
         if cfg.model.name not in models:
             problems.append(f"unknown model '{cfg.model.name}' (available: {', '.join(models)})")
@@ -339,7 +367,9 @@ def _cross_field_problems(cfg: RunConfig) -> list[str]:
     if cfg.export.exporter == "torchscript" and cfg.export.opset > 20:
         problems.append(f"'export.opset' = {cfg.export.opset}: the TorchScript exporter writes opset 20 at most")
     d = cfg.data
-    if d.name == "scenes":
+    if d.factory is not None:
+        pass  # a factory's samples are checked when the dataset is built
+    elif d.name == "scenes":
         if d.num_classes < 4:
             problems.append(f"'data.num_classes' = {d.num_classes}: scenes need at least 4 (floor, wall, ceiling, objects)")
         if not d.min_objects <= d.max_objects:
@@ -365,6 +395,7 @@ def check_values(
     if len(set(cfg.tasks)) != len(cfg.tasks):
         problems.append(f"'tasks' lists a task twice: {cfg.tasks}")
     problems += check_registered_names(cfg, models=models, methods=methods)
+    problems += check_factory_fields(cfg)
     domain = field_problems(cfg)
     # cross-field rules only make sense on values that are each in range
     return problems + domain + ([] if domain else _cross_field_problems(cfg))

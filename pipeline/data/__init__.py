@@ -1,4 +1,5 @@
-"""Datasets: procedural scenes (default), NYUv2 in the MTAN `.npy` layout, and the real 50-image PNG sample.
+"""Datasets: procedural scenes (default), NYUv2 in the MTAN `.npy` layout, the real 50-image PNG sample, and
+a user's own dataset through `data.factory` (`pipeline.data.factory`).
 
 `build_dataset(cfg, split, tasks)` is the one entry point; every dataset yields dict samples and has `num_classes`,
 `class_names` and `name`. `pipeline.data.batching` states the per-sample contract, and its `gather` / `iter_batches`
@@ -28,6 +29,7 @@ from pipeline.data.base import (
     renormalise,
 )
 from pipeline.data.batching import gather, iter_batches
+from pipeline.data.factory import build_factory_dataset
 from pipeline.data.nyuv2_mtan import NYUv2MTAN
 from pipeline.data.nyuv2_png import INDEX_COLUMNS, find_realdata, load_nyuv2_png, read_index
 from pipeline.errors import DataError
@@ -85,6 +87,8 @@ def build_dataset(cfg: DataConfig, split: str, tasks: Iterable[str]) -> Dataset:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     tasks = check_tasks(tasks)
+    if cfg.factory is not None:
+        return build_factory_dataset(cfg, split, tasks)
     if cfg.name == "scenes":
         return build_scenes(cfg, split, tasks)
     if cfg.name == "nyuv2_mtan":
@@ -117,6 +121,8 @@ def dataset_fingerprint(cfg: DataConfig) -> str:
         DataError: a real dataset's folder cannot be found.
     """
     size = {"height": cfg.height, "width": cfg.width}
+    if cfg.factory is not None:  # the content is the user's: the factory path and its arguments identify it
+        return f"factory-{_hash({**size, 'factory': cfg.factory, 'kwargs': cfg.kwargs})}"
     if cfg.name == "scenes":
         desc = {**scenes.generation_params(cfg), "num_train": cfg.num_train, "num_val": cfg.num_val}
         return f"scenes-v{scenes.GENERATOR_VERSION}-{_hash(desc)}"

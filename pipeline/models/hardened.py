@@ -9,8 +9,8 @@ from typing import Any
 from torch import nn
 
 from pipeline.checkpoint import HardenedCheckpoint, load_model_state, read_checkpoint
+from pipeline.models.factory import rebuild_model
 from pipeline.models.folding import fold_batchnorm_
-from pipeline.models.registry import create_model
 
 __all__ = ["load_hardened", "load_hardened_model"]
 
@@ -18,7 +18,7 @@ __all__ = ["load_hardened", "load_hardened_model"]
 def load_hardened(path: str | Path, source_name: str = "harden/model.pt") -> tuple[nn.Module, HardenedCheckpoint]:
     """The plain hardened model (eval mode, BN folded where it was) and its typed checkpoint."""
     ckpt = read_checkpoint(Path(path), HardenedCheckpoint)
-    model = create_model(ckpt.model["name"], **ckpt.model["kwargs"])
+    model = rebuild_model(ckpt.model)
     model.eval()  # folding needs eval-mode BN; the folded values are replaced by the saved weights below
     fold_batchnorm_(model, only=ckpt.bn_folded)
     load_model_state(model, ckpt.state_dict, source_name)

@@ -42,9 +42,10 @@ class SparsityMethod:
         self.components: list[str] = []
 
     # -- setup ---------------------------------------------------------------------------------------
-    def attach(self, model: nn.Module) -> None:
-        """Assign layers to components and make the prunable ones sparse-capable (in place)."""
-        self.assignments = assign_components(model, self.cfg.rules)
+    def attach(self, model: nn.Module, tasks: list[str] | None = None) -> None:
+        """Assign layers to components (`{task}` rules over `tasks`, default the model's heads) and make the
+        prunable ones sparse-capable (in place)."""
+        self.assignments = assign_components(model, self.cfg.rules, tasks)
         modules = dict(model.named_modules())
         for a in self.assignments:
             if a.component is not None:

@@ -43,8 +43,10 @@ def test_unmatched_layers_stay_dense_and_components_keep_first_appearance_order(
 
 
 def test_rules_that_prune_nothing_or_are_malformed_are_config_errors():
-    with pytest.raises(ConfigError, match="no conv layer matched"):
+    with pytest.raises(ConfigError, match=r"sparsity.rules\[0\] match 'nothing.\*' matches no conv layer"):
         assign_components(TwoHeadNet(), [{"match": "nothing.*", "component": "backbone"}])
+    with pytest.raises(ConfigError, match="no conv layer matched a prunable sparsity rule"):
+        assign_components(TwoHeadNet(), [{"match": "*", "component": None}])
     with pytest.raises(ConfigError, match=r"sparsity.rules\[0\]"):
         assign_components(TwoHeadNet(), [{"match": "backbone.*", "component": "backbone", "extra": 1}])
     with pytest.raises(ConfigError, match=r"sparsity.rules\[1\]"):

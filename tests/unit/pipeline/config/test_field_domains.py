@@ -35,7 +35,7 @@ def _yaml(value) -> str:
 
 NUMERIC = [(path, f) for path, f, default in _fields(RunConfig)
            if isinstance(default, (int, float, tuple, list, dict)) and not isinstance(default, bool)
-           and path not in ("tasks", "model.kwargs", "sparsity.rules")]
+           and path not in ("tasks", "model.kwargs", "data.kwargs", "sparsity.rules")]
 
 
 def test_every_numeric_or_container_field_declares_a_domain():

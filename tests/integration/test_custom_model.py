@@ -1,0 +1,75 @@
+"""A model and a dataset defined outside the project run through `pipeline run all` by config alone
+(examples/custom_model), pruned from a user's trained state_dict; bad factories fail in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from examples.custom_model.model import build_model
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "examples" / "custom_model" / "config.yaml")
+TINY = ["--config", CONFIG, "--no-progress", "--set", "train.steps=3", "--set", "data.kwargs.train_size=16",
+        "--set", "validate.samples=4"]
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setattr("pipeline.report.markdown.write_markdown_report", lambda run, report: run.root / "report.md")
+
+
+def fails(args: list[str], *needles: str) -> str:
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def test_example_runs_all_stages_pruned_from_a_trained_state_dict(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the example's factory paths resolve from the repository root
+    trained = build_model(outputs={"seg": 5, "depth": 1, "normal": 3}, width=16)
+    torch.save(trained.state_dict(), tmp_path / "trained.pt")
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["run", "all", *TINY, "--set", f"train.dense_init={tmp_path / 'trained.pt'}",
+                                  "--run-dir", str(run)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((run / "report.json").read_text())
+    assert report["validation"]["passed"] is True
+    assert [o.name for o in onnx.load(run / "export" / "model.onnx").graph.output] == ["seg", "depth", "normal"]
+    ckpt = torch.load(run / "train" / "checkpoint.pt", weights_only=True)
+    assert ckpt["model"]["factory"] == "examples.custom_model.model:build_model"
+    layers = json.loads((run / "train" / "sparsity.json").read_text())["layers"]
+    assert {layer["name"]: layer["component"] for layer in layers}["bridge.0"] == "encoder"
+    assert {layer["name"] for layer in layers if layer["component"] is None} == {
+        f"decoders.{t}.1" for t in ("seg", "depth", "normal")
+    }
+
+
+def test_unimportable_model_factory(tmp_path):
+    fails(["train", *TINY, "--set", "model.factory=no_such_pkg_xyz:build", "--run-dir", tmp_path / "r"],
+          "cannot import module 'no_such_pkg_xyz'")
+    assert not (tmp_path / "r" / "train").exists()
+
+
+def test_rules_that_match_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    fails(["train", *TINY, "--set", 'sparsity.rules=[{match: "backbone.*", component: backbone}]',
+           "--run-dir", tmp_path / "r"], "sparsity.rules[0] match 'backbone.*' matches no conv layer")
+
+
+def test_state_dict_of_another_architecture(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    torch.save(build_model(outputs={"seg": 5}, width=8).state_dict(), tmp_path / "other.pt")
+    fails(["train", *TINY, "--set", f"train.dense_init={tmp_path / 'other.pt'}", "--run-dir", tmp_path / "r"],
+          "does not fit this model", "missing keys", "shape mismatches")
