@@ -20,8 +20,8 @@ from pipeline.data import build_dataset
 from pipeline.data.batching import iter_batches
 from pipeline.errors import PipelineError
 from pipeline.metrics.evaluate import evaluate
-from pipeline.models.folding import fold_batchnorm_
 from pipeline.models.factory import example_image, rebuild_model
+from pipeline.models.folding import fold_batchnorm_
 from pipeline.nm_sparsity import nm_violations
 from trainers.assembly import assemble_trainer
 from trainers.sparsity.base import SparsityMethod

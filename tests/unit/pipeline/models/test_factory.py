@@ -9,7 +9,7 @@ from examples.custom_model.model import build_model
 from pipeline.config import load_config
 from pipeline.data import build_dataset, dataset_fingerprint
 from pipeline.errors import ConfigError, DataError, PipelineError
-from pipeline.models.factory import build_factory_model, check_model_outputs, rebuild_model, resolve_factory
+from pipeline.models.factory import build_factory_model, check_model_outputs, rebuild_model
 from tests import byo_factories
 from trainers.sparsity.components import assign_components
 from trainers.training_run import dense_init_state
