@@ -133,6 +133,8 @@ class ValidateConfig:
     atol: dict[str, float] = field(default_factory=lambda: {"default": 1e-4})
     rtol: float = 1e-3
     metric_atol: float = 1e-4
+    # k of the metric rule (deploy.compare): thresholded metrics may differ by k near-tie pixels' worth
+    metric_flip_pixels: int = 4
     real_data: str | None = "auto"  # "auto": ../shared/realdata/nyuv2_test50 when present; null to skip
     real_samples: int = 8
     save_polygraphy_json: bool = True
