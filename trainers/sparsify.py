@@ -27,6 +27,7 @@ from trainers import distributed as dist
 from trainers.sparsity.base import SparsityMethod
 from trainers.sparsity.harden import harden_
 from trainers.sparsity.methods import build_method
+from trainers.sparsity.report import sparsity_report
 from trainers.weighting import StaticWeighting, build_weighting
 
 __all__ = ["Sparsifier", "sparsify"]
@@ -44,6 +45,7 @@ class Sparsifier:
         self.model, self.method, self.weighting = model, method, weighting
         self.losses: dict[str, float] = {}  # this step's per-task losses (averaged over ranks), for logs
         self.finished = False
+        self._hardened_report: dict[str, Any] | None = None
         # Optional observer (benchmarks time the phases): name -> context manager around that phase.
         self.phase_hook: Callable[[str], AbstractContextManager[Any]] | None = None
 
@@ -96,8 +98,11 @@ class Sparsifier:
             self.finished = True
 
     def sparsity(self) -> dict[str, Any]:
-        """Exact zero fractions of the effective weights: overall, per component, per layer."""
-        return self.method.measure()
+        """What the train stage writes to sparsity.json: overall, per component and per layer, thresholds.
+
+        After `harden()` it is the report taken just before hardening (the weights no longer carry thresholds).
+        """
+        return self._hardened_report if self._hardened_report is not None else sparsity_report(self.method)
 
     def harden(self, fold_bn: bool = True) -> nn.Module:
         """Bake thresholds/masks into plain convs (zeros are stored zeros), optionally fold batch norm.
@@ -105,6 +110,8 @@ class Sparsifier:
         Returns the same model object, in eval mode: a plain `nn.Module` with no sparsity machinery left.
         """
         self.finish()
+        if self._hardened_report is None:
+            self._hardened_report = sparsity_report(self.method)
         harden_(self.method)
         self.model.eval()
         if fold_bn:
