@@ -23,8 +23,8 @@ from pipeline.data.batching import gather
 from pipeline.progress import progress_bar
 from trainers import distributed as dist
 from trainers.objectives import MultiTaskLoss
-from trainers.sparsity.base import SparsityMethod
 from trainers.sparsify import Sparsifier
+from trainers.sparsity.base import SparsityMethod
 from trainers.weighting import StaticWeighting
 
 
