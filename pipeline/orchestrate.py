@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.artifacts import RunDir, atomic_write_json
 from pipeline.config import RunConfig, config_to_dict, load_config
-from pipeline.errors import BackendUnavailable, PipelineError
+from pipeline.errors import BackendUnavailable, MissingArtifactError, PipelineError, StaleArtifactError
 from pipeline.models.registry import list_models
 from pipeline.report import write_run_report
 from pipeline.stages import STAGE_NAMES, execute_stage, follow_stage, get_stage, stage_state, write_config
@@ -99,6 +99,8 @@ def run_stage(run: RunDir, cfg: RunConfig, name: str, options: dict[str, Any] | 
     options = dict(options or {})
     try:
         record = execute_stage(run, cfg, name, options)
+    except (MissingArtifactError, StaleArtifactError):
+        raise  # refused before anything ran: the run directory stays exactly as it was
     except Exception as exc:
         _report_failure(run, name, exc)
         raise
