@@ -11,6 +11,17 @@ stricter of the two for equal tolerances. Statistics are computed in float64 on 
 
 FP16 logits can fail elementwise while the predictions agree, so `task_parity` compares what users see:
 metrics from both runtimes, seg argmax agreement, normal angular difference and depth difference.
+
+Metric rule (`task_parity` with `metric_atol`): a metric passes when |test - ref| <= its allowance, where
+
+- pixel-count metrics (`PIXEL_COUNT_METRICS`: pix_acc, delta1-3, within_*; percent of the N valid pixels
+  passing a threshold) are allowed max(metric_atol, k / N * 100): a pixel at a near-tie (a depth ratio at
+  1.25, an angle at 11.25 deg) flips at any float difference, and each flip moves the metric by 100 / N points;
+- mIoU passes when |delta| <= metric_atol or when at most k valid pixels change their argmax between the
+  runtimes (its change per flipped pixel depends on class sizes, so the flips are judged, not the delta);
+- every other metric (errors, means, medians) is allowed metric_atol.
+
+k is `flip_pixels` (`validate.metric_flip_pixels`, default 4); k = 0 is the plain |delta| <= metric_atol rule.
 """
 
 from __future__ import annotations
@@ -178,6 +189,54 @@ def runtime_agreement(task: str, ref: np.ndarray, test: np.ndarray) -> dict[str,
     return {"mean_abs_diff": float(np.abs(ref - test).mean())}
 
 
+# Metrics that are a percentage of valid pixels passing a threshold (see the module docstring's metric rule).
+PIXEL_COUNT_METRICS: dict[str, tuple[str, ...]] = {
+    "seg": ("pix_acc",),
+    "depth": ("delta1", "delta2", "delta3"),
+    "normal": ("within_11_25", "within_22_5", "within_30"),
+}
+
+
+def valid_pixel_count(task: str, target: np.ndarray, num_classes: int) -> int:
+    """Pixels the task's metrics count (the metrics' own validity rules: label in range, depth > 0, normal != 0)."""
+    t = np.asarray(target)
+    if task == "seg":
+        return int(np.count_nonzero((t >= 0) & (t < num_classes)))
+    if task == "depth":
+        return int(np.count_nonzero((t > 0) & np.isfinite(t)))
+    if task == "normal":
+        return int(np.count_nonzero(np.abs(t).sum(axis=1) > 0))
+    return int(t.size)
+
+
+def argmax_flips(ref: np.ndarray, test: np.ndarray, target: np.ndarray, num_classes: int) -> int:
+    """Valid seg pixels whose predicted class differs between the two runtimes."""
+    t = np.asarray(target)
+    valid = (t >= 0) & (t < num_classes)
+    return int(np.count_nonzero((np.asarray(ref).argmax(axis=1) != np.asarray(test).argmax(axis=1)) & valid))
+
+
+def metric_allowances(
+    task: str,
+    metrics: Sequence[str],
+    metric_atol: Mapping[str, float] | float,
+    flip_pixels: int,
+    valid_pixels: int,
+    flips: int | None = None,
+) -> dict[str, float | None]:
+    """Allowed |delta| per metric by the module's metric rule; None means "passes: at most k pixels flipped"."""
+    out: dict[str, float | None] = {}
+    for name in metrics:
+        atol = _atol_for(name, metric_atol)
+        if name in PIXEL_COUNT_METRICS.get(task, ()) and valid_pixels > 0:
+            out[name] = max(atol, 100.0 * flip_pixels / valid_pixels)
+        elif name == "miou" and flips is not None and flips <= flip_pixels:
+            out[name] = None
+        else:
+            out[name] = atol
+    return out
+
+
 def task_parity(
     ref_outputs: Mapping[str, np.ndarray],
     test_outputs: Mapping[str, np.ndarray],
@@ -186,6 +245,7 @@ def task_parity(
     num_classes: int,
     *,
     metric_atol: Mapping[str, float] | float | None = None,
+    flip_pixels: int = 0,
     metrics_fn: MetricsFn | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Compute each task's metrics from both runtimes' outputs, their deltas, and runtime agreement.
@@ -196,14 +256,16 @@ def task_parity(
         targets: Ground truth in the dataset layout (docs/architecture.md).
         tasks: Tasks to compare.
         num_classes: Segmentation classes.
-        metric_atol: If given, a task passes when every |metric delta| is within it (per metric name, with
-            "default", or one value); otherwise `passed` is None.
+        metric_atol: If given, a task passes when every |metric delta| is within its allowance (the module's
+            metric rule; per metric name, with "default", or one value); otherwise `passed` is None.
+        flip_pixels: k of the metric rule: how many near-tie pixels may flip between runtimes (0: none).
         metrics_fn: Override of `pipeline.metrics.evaluate.metrics_from_outputs`.
 
     Returns:
         `{task: {"ref": {metric: v}, "test": {...}, "delta": {metric: test - ref}, "agreement": {...},
         "passed": bool | None}}`; agreement holds seg `argmax_agreement_pct`, normal
-        `mean_angle_diff_deg` or depth `mean_abs_diff`/`max_abs_diff`.
+        `mean_angle_diff_deg` or depth `mean_abs_diff`/`max_abs_diff`. With `metric_atol`, also "allowed"
+        (per metric, None = passed on flipped pixels), "valid_pixels", "flip_pixels" and, for seg, "argmax_flips".
     """
     metrics_fn = metrics_fn or metrics_from_outputs
     tasks = list(tasks)
@@ -212,14 +274,22 @@ def task_parity(
     report: dict[str, dict[str, Any]] = {}
     for task in tasks:
         delta = {k: float(test_m[task][k] - v) for k, v in ref_m[task].items() if k in test_m[task]}
-        passed = None
-        if metric_atol is not None:
-            passed = all(abs(d) <= _atol_for(k, metric_atol) for k, d in delta.items())
-        report[task] = {
+        entry: dict[str, Any] = {
             "ref": dict(ref_m[task]),
             "test": dict(test_m[task]),
             "delta": delta,
             "agreement": runtime_agreement(task, ref_outputs[task], test_outputs[task]),
-            "passed": passed,
+            "passed": None,
         }
+        if metric_atol is not None:
+            # without targets (a custom metrics_fn) there is no pixel count: the plain metric_atol rule
+            n_valid = valid_pixel_count(task, targets[task], num_classes) if task in targets else 0
+            flips = None
+            if task == "seg" and task in targets:
+                flips = argmax_flips(ref_outputs[task], test_outputs[task], targets[task], num_classes)
+                entry["argmax_flips"] = flips
+            allowed = metric_allowances(task, list(delta), metric_atol, flip_pixels, n_valid, flips)
+            entry["passed"] = all(allowed[k] is None or abs(d) <= allowed[k] for k, d in delta.items())
+            entry.update({"allowed": allowed, "valid_pixels": n_valid, "flip_pixels": flip_pixels})
+        report[task] = entry
     return report

@@ -22,12 +22,15 @@ class Tolerances:
     """Elementwise rule |test - ref| <= atol + rtol * |ref| per head, and the allowed |delta| per task metric.
 
     `atol` maps head name to tolerance (with a "default" key); `metric_atol` is one value for every metric or a
-    mapping metric name -> tolerance (with "default").
+    mapping metric name -> tolerance (with "default"). `flip_pixels` is k of `deploy.compare`'s metric rule:
+    pixel-count metrics may differ by max(metric_atol, k / N * 100) points, mIoU passes when at most k pixels
+    change their argmax; 0 keeps the plain |delta| <= metric_atol rule.
     """
 
     atol: Mapping[str, float]
     rtol: float
     metric_atol: Mapping[str, float] | float
+    flip_pixels: int = 0
 
 
 def judge_outputs(
@@ -52,7 +55,13 @@ def judge_outputs(
     parity: dict[str, Any] = {}
     if targets is not None and metric_tasks:
         parity = task_parity(
-            reference, outputs, targets, list(metric_tasks), num_classes, metric_atol=tolerances.metric_atol
+            reference,
+            outputs,
+            targets,
+            list(metric_tasks),
+            num_classes,
+            metric_atol=tolerances.metric_atol,
+            flip_pixels=tolerances.flip_pixels,
         )
     heads_passed = all(bool(h) for h in heads)
     metrics_agree = all(p["passed"] for p in parity.values()) if parity else None

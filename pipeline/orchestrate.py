@@ -16,9 +16,15 @@ from typing import Any
 
 import torch
 
-from pipeline.artifacts import RunDir, sha256_file
+from pipeline.artifacts import RunDir, atomic_write_json, sha256_file
 from pipeline.config import RunConfig, config_to_dict, load_config
-from pipeline.errors import BackendUnavailable, ConfigError, PipelineError, StaleArtifactError
+from pipeline.errors import (
+    BackendUnavailable,
+    ConfigError,
+    MissingArtifactError,
+    PipelineError,
+    StaleArtifactError,
+)
 from pipeline.models.multitask import task_channels
 from pipeline.models.registry import create_model, list_models
 from pipeline.report import write_run_report
@@ -151,11 +157,28 @@ class PipelineOutcome:
 
 def run_stage(run: RunDir, cfg: RunConfig, name: str, options: dict[str, Any] | None = None) -> StageOutcome:
     options = dict(options or {})
-    record = execute_stage(run, cfg, name, options)
+    try:
+        record = execute_stage(run, cfg, name, options)
+    except (MissingArtifactError, StaleArtifactError):
+        raise  # refused before anything ran: the run directory stays exactly as it was
+    except Exception as exc:
+        _report_failure(run, name, exc)
+        raise
     entry = run.load_manifest()["stages"][name]
     if record.status == "skipped" and options.get("require_tensorrt") and name == "build":
         raise BackendUnavailable(f"TensorRT build was required but skipped: {record.reason}")
     return StageOutcome(name, record.status, entry["seconds"], record.reason, str(run.stage_dir(name)))
+
+
+def _report_failure(run: RunDir, name: str, exc: Exception) -> None:
+    """A failed stage still leaves report.json (users' scripts read it): the failing stage's verdict and reason."""
+    try:
+        report = write_run_report(run)
+        report["stages"][name] = {**report["stages"].get(name, {}), "status": "failed", "reason": str(exc)}
+        report["failed_stage"] = {"stage": name, "reason": str(exc), "error": type(exc).__name__}
+        atomic_write_json(run.report_path, report)
+    except Exception as report_exc:  # never hide the stage's own error behind a reporting problem
+        log.warning("could not write report.json after stage %s failed: %s", name, report_exc)
 
 
 def run_pipeline(

@@ -11,7 +11,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -20,10 +20,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.config import TrainConfig
 from pipeline.data.batching import gather
-from pipeline.errors import TrainingDiverged
 from pipeline.progress import progress_bar
 from trainers import distributed as dist
 from trainers.objectives import MultiTaskLoss
+from trainers.sparsify import Sparsifier
 from trainers.sparsity.base import SparsityMethod
 from trainers.weighting import StaticWeighting
 
@@ -83,20 +83,30 @@ class Trainer:
             params = inspect.signature(DistributedDataParallel.__init__).parameters
             no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": False}
             self.net = DistributedDataParallel(model, **no_sync)
-        groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
-        groups += method.extra_param_groups()
+        # The per-step hooks are the public API's object (trainers.sparsify): one implementation of the sequence.
+        self.hooks = Sparsifier(model, method, weighting)
         self.optimizer = torch.optim.Adam(
-            groups, lr=lr if lr is not None else cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+            self.hooks.param_groups(),
+            lr=lr if lr is not None else cfg.lr,
+            betas=tuple(cfg.betas),
+            weight_decay=cfg.weight_decay,
         )
         for g in self.optimizer.param_groups:
             g["base_lr"] = g["lr"]
-        method.bind_optimizer(self.optimizer)
+        self.hooks.bind_optimizer(self.optimizer)
         self.step = 0
         self.timeseries: list[dict[str, Any]] = []
         self.step_seconds: list[float] = []
-        # Optional observer of train_step's phases (benchmarks/cost times them): called with a phase name
-        # (STEP_PHASES) it returns a context manager entered around that phase. None adds nothing.
-        self.phase_hook: Callable[[str], AbstractContextManager[Any]] | None = None
+
+    @property
+    def phase_hook(self) -> Callable[[str], AbstractContextManager[Any]] | None:
+        """Optional observer of train_step's phases (benchmarks/cost times them): called with a phase name
+        (STEP_PHASES) it returns a context manager entered around that phase. None adds nothing."""
+        return self.hooks.phase_hook
+
+    @phase_hook.setter
+    def phase_hook(self, hook: Callable[[str], AbstractContextManager[Any]] | None) -> None:
+        self.hooks.phase_hook = hook
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -141,36 +151,23 @@ class Trainer:
         idx = idx[dist.rank() :: dist.world_size()]
         batch = fetch(self.dataset, idx, self.device)
         self._set_lr(step)
-        with self._phase("before_forward"):
-            self.method.before_forward(step)
+        hooks = self.hooks
+        hooks.before_forward(step)
         with self._phase("forward"):
             outputs = self.net(batch["image"])
-        losses = self.objective(outputs, batch)
-        current = {t: float(dist.all_reduce_mean(v.detach())) for t, v in losses.items()}
-        weights = self.weighting.loss_multipliers(current)
-        total = sum(weights[t] * losses[t] for t in losses)
+        total = hooks.weighted_loss(self.objective(outputs, batch))
         self.optimizer.zero_grad(set_to_none=True)
         with self._phase("backward"):
             total.backward()
-        with self._phase("after_backward"):
-            self.method.after_backward(step)
-        values = current
-        for t, v in values.items():
-            if not math.isfinite(v):
-                raise TrainingDiverged(
-                    f"loss of task '{t}' is {v} at step {step}; the last good checkpoint is kept. "
-                    "Lower train.lr or check the data for NaN/Inf"
-                )
+        hooks.after_backward(step)
         with self._phase("optimizer"):
             self.optimizer.step()
         dist.sync_buffers_(self.model)
-        self.method.after_optimizer_step(step)
-        with self._phase("weighting"):
-            self.weighting.observe(step, values)
-        return values
+        hooks.after_optimizer_step(step)
+        return hooks.losses
 
     def _phase(self, name: str) -> AbstractContextManager[Any]:
-        return nullcontext() if self.phase_hook is None else self.phase_hook(name)
+        return self.hooks.phase(name)
 
     def run(
         self,
@@ -206,7 +203,7 @@ class Trainer:
                     checkpoint(self)
         if bar is not None:
             bar.close()
-        self.method.finalize()
+        self.hooks.finish()
 
     def log_step(self, step: int, losses: dict[str, float]) -> None:
         """Append the sparsity snapshot of `step` to the timeseries, as `run` does every `log_every` steps."""

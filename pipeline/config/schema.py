@@ -209,6 +209,8 @@ class ValidateConfig:
     atol: dict[str, float] = dom({"default": 1e-4}, TOLERANCES)
     rtol: float = dom(1e-3, NON_NEGATIVE)
     metric_atol: float = dom(1e-4, NON_NEGATIVE)
+    # k of the metric rule (deploy.compare): thresholded metrics may differ by k near-tie pixels' worth
+    metric_flip_pixels: int = dom(4, NON_NEGATIVE_INT)
     real_data: str | None = "auto"  # "auto": ../shared/realdata/nyuv2_test50 when present; null to skip
     real_samples: int = dom(8, POSITIVE_INT)
     save_polygraphy_json: bool = True

@@ -313,11 +313,14 @@ def test_two_four_requested_where_no_layer_is_eligible(run_copy):
     fails(["harden", "--run-dir", run_copy, "--force", "--set", "harden.pattern=2:4", "--set", "harden.min_channels=1024"],
           "harden.pattern=2:4: no layer is eligible for 2:4", "use harden.pattern=unstructured")
     after = snapshot(run_copy)
-    config_files = ("config.yaml", "manifest.json")
+    # a failed stage still writes the run report (report.json with the failing stage and its reason)
+    config_files = ("config.yaml", "manifest.json", "report.json", "report.md")
     assert {k: v for k, v in after.items() if k not in config_files} == {
         k: v for k, v in before.items() if k not in config_files
     }
     assert json.loads((run_copy / "manifest.json").read_text())["stages"] == stages
+    failed = json.loads((run_copy / "report.json").read_text())["failed_stage"]
+    assert failed["stage"] == "harden" and "no layer is eligible for 2:4" in failed["reason"]
 
 
 def test_corrupted_manifest(run_copy):
