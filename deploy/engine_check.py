@@ -25,7 +25,7 @@ from deploy.latency import latency_stats, measure
 from deploy.ort_gpu import OrtGpuRunner, ort_gpu_skip_reason
 from deploy.runners import TensorRTRunner
 from deploy.runtime_check import Tolerances, check_runtime_against_reference
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import HardenedCheckpoint, read_checkpoint
 from pipeline.config import RunConfig
 from pipeline.errors import BackendUnavailable
 
@@ -100,14 +100,14 @@ def load_reference(validate_dir: str | Path, hardened_checkpoint: str | Path) ->
     """
     val = Path(validate_dir)
     ref_file = val / "outputs_torch.npz"
-    ckpt = load_checkpoint(Path(hardened_checkpoint), "hardened")
+    ckpt = read_checkpoint(Path(hardened_checkpoint), HardenedCheckpoint)
     return ReferenceData(
         inputs=load_npz(val / "inputs.npz"),
         outputs=load_npz(ref_file),
         targets=load_npz(val / "targets.npz") if (val / "targets.npz").exists() else None,
-        tasks=tuple(ckpt["tasks"]),
-        num_classes=int(ckpt["num_classes"]),
-        two_four_layers=tuple(ckpt.get("two_four_layers", [])),
+        tasks=tuple(ckpt.tasks),
+        num_classes=int(ckpt.num_classes),
+        two_four_layers=tuple(ckpt.two_four_layers),
         source=ref_file.name,
     )
 

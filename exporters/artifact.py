@@ -29,10 +29,11 @@ from exporters.fileio import save_onnx
 from exporters.onnx_export import ExportInfo, export_onnx
 from exporters.simplify import simplify_onnx
 from pipeline.artifacts import atomic_write_json
+from pipeline.checkpoint import HardenedCheckpoint
 from pipeline.config import ExportConfig
 from pipeline.errors import CheckFailed
 from pipeline.models.factory import example_image
-from pipeline.models.hardened import load_hardened_model
+from pipeline.models.hardened import load_hardened
 
 ONNX_NAME = "model.onnx"
 RAW_NAME = "model.raw.onnx"
@@ -49,24 +50,24 @@ class ExportResult:
     checks: dict[str, Any] = field(default_factory=dict)
 
 
-def export_metadata(ckpt: dict[str, Any], source_run: str, height: int, width: int) -> dict[str, Any]:
+def export_metadata(ckpt: HardenedCheckpoint, source_run: str, height: int, width: int) -> dict[str, Any]:
     """The ONNX metadata_props taken from a hardened checkpoint (class names, sparsity, provenance)."""
-    sparsity = ckpt["sparsity"]
+    sparsity = ckpt.sparsity
     return {
-        "class_names": ckpt["class_names"],
-        "num_classes": ckpt["num_classes"],
+        "class_names": ckpt.class_names,
+        "num_classes": ckpt.num_classes,
         "sparsity": {k: sparsity[k] for k in ("pattern", "target", "overall", "components") if k in sparsity},
-        "two_four_layers": ckpt.get("two_four_layers", []),
+        "two_four_layers": ckpt.two_four_layers,
         "source_run": source_run,
-        "source_method": ckpt["source"]["method"],
-        "model": ckpt["model"]["name"],
+        "source_method": ckpt.source["method"],
+        "model": ckpt.model["name"],
         "input_size": [height, width],
-        "data": ckpt["data"]["name"],
+        "data": ckpt.data["name"],
     }
 
 
 def _export_simplified(
-    model: nn.Module, ckpt: dict[str, Any], out_dir: Path, ecfg: ExportConfig, height: int, width: int,
+    model: nn.Module, ckpt: HardenedCheckpoint, out_dir: Path, ecfg: ExportConfig, height: int, width: int,
     source_run: str,
 ) -> tuple[ExportInfo, Any, int]:
     """Export to `model.raw.onnx`, simplify into `model.onnx`, drop the raw file, make every zero +0.0.
@@ -77,7 +78,7 @@ def _export_simplified(
     info = export_onnx(
         model,
         raw_path,
-        task_names=ckpt["tasks"],
+        task_names=ckpt.tasks,
         example_input=example,
         opset=ecfg.opset,
         exporter=ecfg.exporter,
@@ -94,7 +95,7 @@ def _export_simplified(
     return info, simplify, negative_zeros
 
 
-def _sparsity_checks(onnx_path: Path, model: nn.Module, ckpt: dict[str, Any]) -> dict[str, Any]:
+def _sparsity_checks(onnx_path: Path, model: nn.Module, ckpt: HardenedCheckpoint) -> dict[str, Any]:
     """Zero pattern and 2:4 checks of the written file against the hardened model.
 
     The sparsity must survive export and simplification: every ONNX conv weight carries exactly the hardened
@@ -102,7 +103,7 @@ def _sparsity_checks(onnx_path: Path, model: nn.Module, ckpt: dict[str, Any]) ->
     onnx_w = conv_weights_from_onnx(onnx_path)
     torch_w = conv_weights_from_torch(model)
     zeros: ZeroPatternReport = match_zero_patterns(onnx_w, torch_w)
-    two_four = {f"{n}.weight" for n in ckpt.get("two_four_layers", [])}
+    two_four = {f"{n}.weight" for n in ckpt.two_four_layers}
     nm = nm_report({p.onnx_name: onnx_w[p.onnx_name] for p in zeros.pairs if p.torch_name in two_four})
     nm_ok = len(nm) == len(two_four) and all(r.get("violations") == 0 for r in nm.values())
     return {
@@ -126,7 +127,7 @@ def export_hardened(
         CheckFailed: when the zero pattern (or a promised 2:4 pattern) did not survive export;
             `checks.json` and `io_spec.json` are written first so the failure can be inspected.
     """
-    model, ckpt = load_hardened_model(checkpoint)
+    model, ckpt = load_hardened(checkpoint)
     info, simplify, negative_zeros = _export_simplified(model, ckpt, out_dir, ecfg, height, width, source_run)
     onnx_path = out_dir / ONNX_NAME
     sparsity = _sparsity_checks(onnx_path, model, ckpt)

@@ -48,7 +48,7 @@ from deploy.environment import cuda_skip_reason, probe_gpu_environment, tensorrt
 from deploy.runners import TensorRTRunner  # noqa: E402
 from pipeline.artifacts import atomic_write_json  # noqa: E402
 from pipeline.config import RunConfig, load_config  # noqa: E402
-from pipeline.models.hardened import load_hardened_model  # noqa: E402
+from pipeline.models.hardened import load_hardened  # noqa: E402
 
 # A fresh run: the demo model at the demo resolution (so latencies mean something), trained just long enough to
 # export; no dense reference run and a small procedural dataset keep it to a few CPU minutes.
@@ -204,7 +204,7 @@ def _torch_rows(run: RunFiles, settings: CheckSettings, env: dict) -> tuple[list
     reason = cuda_skip_reason(env)
     if reason:
         return [Row(f"PyTorch CUDA {d}", "skipped", reason) for d in ("fp32", "fp16")], {}
-    model, _ = load_hardened_model(run.model_pt)
+    model, _ = load_hardened(run.model_pt)
     stats = torch_cuda_latencies(model, settings, (run.cfg.data.height, run.cfg.data.width))
     rows = [
         Row(f"PyTorch CUDA {d}", "ERROR", s["error"])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -12,7 +10,7 @@ from pipeline.checkpoint import HardenedCheckpoint, load_model_state, read_check
 from pipeline.models.factory import rebuild_model
 from pipeline.models.folding import fold_batchnorm_
 
-__all__ = ["load_hardened", "load_hardened_model"]
+__all__ = ["load_hardened"]
 
 
 def load_hardened(path: str | Path, source_name: str = "harden/model.pt") -> tuple[nn.Module, HardenedCheckpoint]:
@@ -24,9 +22,3 @@ def load_hardened(path: str | Path, source_name: str = "harden/model.pt") -> tup
     load_model_state(model, ckpt.state_dict, source_name)
     model.eval()
     return model, ckpt
-
-
-def load_hardened_model(path: str | Path, source_name: str = "harden/model.pt") -> tuple[nn.Module, dict[str, Any]]:
-    """`load_hardened` with the checkpoint as a plain dict, for callers not yet on the typed form."""
-    model, ckpt = load_hardened(path, source_name)
-    return model, {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt)}

@@ -20,7 +20,7 @@ from deploy.engine_check import (
 )
 from deploy.environment import probe_gpu_environment, tensorrt_skip_reason
 from pipeline.artifacts import atomic_write_json
-from pipeline.models.hardened import load_hardened_model
+from pipeline.models.hardened import load_hardened
 from pipeline.stages.base import StageContext, StageRecord
 
 
@@ -51,7 +51,7 @@ def run(ctx: StageContext) -> StageRecord:
 
     report |= build_and_check_engines(cfg, onnx_path, ctx.out, reference, probe, settings=settings)
     hw = (cfg.data.height, cfg.data.width)
-    report["torch_cuda_latency"] = torch_cuda_latencies(load_hardened_model(model_path)[0], settings, hw)
+    report["torch_cuda_latency"] = torch_cuda_latencies(load_hardened(model_path)[0], settings, hw)
     int8_path = ctx.run.path("quantize", "model_int8.onnx")  # present only when quantize.mode is int8
     if int8_path.exists():
         report["int8_engine"] = build_int8_engine(cfg, int8_path, ctx.out, reference, probe)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from torch import nn
 
 from deploy.quantize_stage import quantize_exported, split_arrays
-from pipeline.checkpoint import load_checkpoint, load_model_state
+from pipeline.checkpoint import TrainCheckpoint, load_model_state, read_checkpoint
 from pipeline.data import build_dataset
 from pipeline.errors import MissingArtifactError
-from pipeline.models.registry import create_model
+from pipeline.models.factory import rebuild_model
 from pipeline.stages.base import StageContext, StageRecord
 
 
@@ -21,9 +21,9 @@ def _dense_reference(ctx: StageContext) -> nn.Module | None:
     path = ctx.run.path("train", "reference", "checkpoint.pt")
     if not path.exists():
         return None
-    ckpt = load_checkpoint(path, "train")
-    model = create_model(ckpt["model"]["name"], **ckpt["model"]["kwargs"])
-    load_model_state(model, ckpt["state_dict"], "train/reference/checkpoint.pt")
+    ckpt = read_checkpoint(path, TrainCheckpoint)
+    model = rebuild_model(ckpt.model)  # a registered model or the user's factory
+    load_model_state(model, ckpt.state_dict, "train/reference/checkpoint.pt")
     return model.eval()
 
 

@@ -26,7 +26,7 @@ from pipeline.artifacts import atomic_write_json, read_json
 from pipeline.data import build_dataset
 from pipeline.data.batching import gather
 from pipeline.data.nyuv2_png import find_realdata, load_nyuv2_png
-from pipeline.models.hardened import load_hardened_model
+from pipeline.models.hardened import load_hardened
 from pipeline.stages.base import StageContext, StageRecord
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,9 @@ def _int8_gate(ctx: StageContext, tasks: list[str], num_classes: int) -> dict[st
 
 def run(ctx: StageContext) -> StageRecord:
     cfg, vcfg = ctx.cfg, ctx.cfg.validate
-    model, ckpt = load_hardened_model(ctx.run.path("harden", "model.pt"))
+    model, ckpt = load_hardened(ctx.run.path("harden", "model.pt"))
     onnx_path = ctx.run.path("export", "model.onnx")
-    tasks, num_classes = list(ckpt["tasks"]), int(ckpt["num_classes"])
+    tasks, num_classes = list(ckpt.tasks), int(ckpt.num_classes)
 
     held_out_set = _sample(build_dataset(cfg.data, "val", tasks), vcfg.samples, tasks)
     held_out = compare_torch_and_onnxrt(model, onnx_path, held_out_set, tasks, num_classes, vcfg)

@@ -60,10 +60,10 @@ def test_run_all_writes_every_stage_and_stable_report_keys(tiny_run):
 
 def test_onnx_zero_pattern_equals_hardened_model(tiny_run):
     from exporters.checks import conv_weights_from_onnx
-    from pipeline.models.hardened import load_hardened_model
+    from pipeline.models.hardened import load_hardened
 
     run = tiny_run.run
-    model, _ = load_hardened_model(run / "harden" / "model.pt")
+    model, _ = load_hardened(run / "harden" / "model.pt")
     torch_zeros = sorted(int((m.weight == 0).sum()) for m in model.modules() if hasattr(m, "weight") and m.weight is not None and m.weight.dim() == 4)
     onnx_zeros = sorted(int((w == 0).sum()) for w in conv_weights_from_onnx(run / "export" / "model.onnx").values())
     assert torch_zeros == onnx_zeros
