@@ -20,7 +20,7 @@ from deploy.engine_check import check_settings_from_config, load_reference
 from deploy.environment import probe_gpu_environment
 from deploy.io import save_npz
 from deploy.runners import TensorRTRunner
-from pipeline.checkpoint import save_checkpoint
+from pipeline.checkpoint import HardenedCheckpoint, write_checkpoint
 from pipeline.config import load_config
 from tests.fakes import fake_tensorrt
 
@@ -74,12 +74,16 @@ def _run(tmp: Path, dynamic_hw: bool) -> Path:
         tmp / "validate" / "targets.npz",
         {"seg": ref["seg"].argmax(1).astype(np.int64), "depth": ref["depth"] + 0.5, "normal": ref["normal"]},
     )
-    save_checkpoint(
-        tmp / "harden" / "model.pt",
-        "hardened",
-        {"tasks": TASKS, "num_classes": C, "two_four_layers": ["backbone.0", "backbone.2"]},
-    )
+    write_checkpoint(tmp / "harden" / "model.pt", _hardened(TASKS, C, ["backbone.0", "backbone.2"]))
     return tmp
+
+
+def _hardened(tasks, num_classes: int, two_four_layers: list[str]) -> HardenedCheckpoint:
+    """A hardened checkpoint with only what the build path reads (tasks, classes, the 2:4 layers)."""
+    return HardenedCheckpoint(
+        model={}, state_dict={}, bn_folded=[], tasks=list(tasks), num_classes=num_classes, class_names=[], data={},
+        pattern="2:4", two_four_layers=two_four_layers, sparsity={}, source={},
+    )
 
 
 @pytest.fixture

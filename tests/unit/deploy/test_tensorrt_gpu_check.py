@@ -22,7 +22,7 @@ import yaml
 from torch import nn
 
 from deploy.io import save_npz
-from pipeline.checkpoint import save_checkpoint
+from pipeline.checkpoint import HardenedCheckpoint, write_checkpoint
 from pipeline.config import config_to_dict, load_config
 from tests.fakes import fake_tensorrt
 
@@ -44,6 +44,14 @@ class Net(nn.Module):
     def forward(self, x):
         f = self.backbone(x)
         return {"seg": self.seg(f), "depth": self.depth(f), "normal": self.normal(f)}
+
+
+def _hardened(tasks, num_classes: int, two_four_layers: list[str]) -> HardenedCheckpoint:
+    """A hardened checkpoint with only what the build path reads (tasks, classes, the 2:4 layers)."""
+    return HardenedCheckpoint(
+        model={}, state_dict={}, bn_folded=[], tasks=list(tasks), num_classes=num_classes, class_names=[], data={},
+        pattern="2:4", two_four_layers=two_four_layers, sparsity={}, source={},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +81,7 @@ def run_dir(tmp_path_factory) -> Path:
     }
     save_npz(run / "validate" / "inputs.npz", {"image": x})
     save_npz(run / "validate" / "outputs_torch.npz", ref)
-    save_checkpoint(run / "harden" / "model.pt", "hardened",
-                    {"tasks": ["seg", "depth", "normal"], "num_classes": C, "two_four_layers": ["backbone.0"]})
+    write_checkpoint(run / "harden" / "model.pt", _hardened(["seg", "depth", "normal"], C, ["backbone.0"]))
     return run
 
 
