@@ -224,15 +224,21 @@ def show(run_dir):
 
 
 @main.command(name="check-config")
-@click.argument("config")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.argument("config_arg", metavar="[CONFIG]", required=False)
+@click.option("--config", "config", default=None, help="Preset name (tiny, demo, ...) or YAML file. Default: demo.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
 @_handle_errors
-def check_config(config, overrides):
+def check_config(config_arg, config, overrides):
     """Validate a preset or YAML config (all problems at once) and print the resolved config.
 
-    Example: pipeline check-config configs/example.yaml --set sparsity.target=0.95
+    The config is given with --config, as for every other command (a positional CONFIG works too).
+    Every key is described in docs/config.md.
+
+    Example: pipeline check-config --config tiny --set sparsity.target=0.95
     """
-    cfg = load_run_config(config, overrides)
+    if config_arg is not None and config is not None and config_arg != config:
+        raise click.UsageError(f"two configs given ('{config_arg}' and --config '{config}'); give one")
+    cfg = load_run_config(config or config_arg, overrides)
     click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     click.echo("config OK")
 
