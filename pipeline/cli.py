@@ -26,8 +26,8 @@ from pipeline.orchestrate import (
     run_pipeline,
     run_stage,
 )
-from pipeline.report import write_run_report
-from pipeline.report.console import format_summary
+from pipeline.report import build_run_report, write_run_report
+from pipeline.report.console import format_key_numbers, format_summary
 from pipeline.stages import STAGE_NAMES, get_stage, stage_state
 from trainers import distributed as dist
 from trainers.sparsity.methods import METHODS
@@ -208,7 +208,7 @@ def report(run_dir):
 @click.option("--run-dir", type=click.Path(path_type=Path), required=True)
 @_handle_errors
 def show(run_dir):
-    """Show each stage's status, time and key numbers.
+    """Show each stage's status and time, then the key numbers: sparsity, ΔT, parity, sizes.
 
     Example: pipeline show --run-dir runs/demo
     """
@@ -221,6 +221,8 @@ def show(run_dir):
         state, reason = stage_state(run_, cfg, get_stage(name))
         secs = stages.get(name, {}).get("seconds")
         click.echo(f"{name:9s} {state:8s} {'' if secs is None else f'{secs:7.1f}s'}  {reason or ''}")
+    numbers = format_key_numbers(build_run_report(run_))  # read only: report.json is not rewritten
+    click.echo(("\n" + numbers) if numbers else "\nno numbers yet: no stage has produced any")
 
 
 @main.command(name="check-config")
