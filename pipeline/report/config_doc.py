@@ -84,6 +84,7 @@ MEANINGS: dict[str, str] = {
     "validate.atol": "absolute tolerance per head (`default` for the others)",
     "validate.rtol": "relative tolerance",
     "validate.metric_atol": "largest allowed task-metric difference",
+    "validate.real_data": "real-image folder to check too; `auto`: the NYUv2 sample when one is installed; null to skip",
     "validate.real_samples": "real images compared",
     "validate.save_polygraphy_json": "also write inputs/outputs as Polygraphy JSON",
     "build": "TensorRT engines and GPU checks",
