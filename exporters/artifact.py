@@ -148,7 +148,9 @@ def export_hardened(
         "checker": "onnx.checker full_check passed",
     }
     atomic_write_json(out_dir / CHECKS_NAME, checks)
-    atomic_write_json(out_dir / IO_SPEC_NAME, info.to_dict())
+    # the export went to the raw file, deleted once simplified: name the shipped file and its size instead
+    io_spec = {**info.to_dict(), "path": checks["onnx"], "file_bytes": raw_bytes}
+    atomic_write_json(out_dir / IO_SPEC_NAME, io_spec)
     if not checks["sparsity_survived"]:
         bad = checks["zero_pattern"]
         raise CheckFailed(

@@ -27,8 +27,8 @@ from pipeline.orchestrate import (
     run_pipeline,
     run_stage,
 )
-from pipeline.report import write_run_report
-from pipeline.report.console import format_summary
+from pipeline.report import build_run_report, write_run_report
+from pipeline.report.console import format_key_numbers, format_summary
 from pipeline.stages import STAGE_NAMES, get_stage, stage_state
 from trainers import distributed as dist
 from trainers.sparsity.methods import METHODS
@@ -211,7 +211,7 @@ def report(run_dir):
 @click.option("--run-dir", type=click.Path(path_type=Path), required=True)
 @_handle_errors
 def show(run_dir):
-    """Show each stage's status, time and key numbers.
+    """Show each stage's status and time, then the key numbers: sparsity, ΔT, parity, sizes.
 
     Example: pipeline show --run-dir runs/demo
     """
@@ -222,18 +222,26 @@ def show(run_dir):
         state, reason = stage_state(run_, cfg, get_stage(name))
         secs = stages.get(name, {}).get("seconds")
         click.echo(f"{name:9s} {state:8s} {'' if secs is None else f'{secs:7.1f}s'}  {reason or ''}")
+    numbers = format_key_numbers(build_run_report(run_))  # read only: report.json is not rewritten
+    click.echo(("\n" + numbers) if numbers else "\nno numbers yet: no stage has produced any")
 
 
 @main.command(name="check-config")
-@click.argument("config")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.argument("config_arg", metavar="[CONFIG]", required=False)
+@click.option("--config", "config", default=None, help="Preset name (tiny, demo, ...) or YAML file. Default: demo.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value (repeatable).")
 @_handle_errors
-def check_config(config, overrides):
+def check_config(config_arg, config, overrides):
     """Validate a preset or YAML config (all problems at once) and print the resolved config.
 
-    Example: pipeline check-config configs/example.yaml --set sparsity.target=0.95
+    The config is given with --config, as for every other command (a positional CONFIG works too).
+    Every key is described in docs/config.md.
+
+    Example: pipeline check-config --config tiny --set sparsity.target=0.95
     """
-    cfg = load_run_config(config, overrides)
+    if config_arg is not None and config is not None and config_arg != config:
+        raise click.UsageError(f"two configs given ('{config_arg}' and --config '{config}'); give one")
+    cfg = load_run_config(config or config_arg, overrides)
     click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     click.echo("config OK")
 

@@ -68,3 +68,34 @@ def quantize_summary(report: dict[str, Any]) -> list[str]:
     if lat:
         lines += ["latency   ONNX Runtime CPU, " + (lat.get("note") or ""), format_latency_table(lat)]
     return lines
+
+
+def format_key_numbers(report: dict[str, Any]) -> str:
+    """The numbers `pipeline show` prints under the stage table: sparsity, ΔT, parity, sizes, speed."""
+    lines = []
+    sp = report.get("sparsity")
+    if sp:
+        lines.append(f"sparsity   overall {_fmt(sp.get('overall'))} (target {_fmt(sp.get('target'))}), "
+                     f"pattern {sp.get('pattern')}, method {sp.get('method')}")
+    if report.get("delta_t") is not None:
+        lines.append(f"delta_t    {report['delta_t']:+.2f}%  (delta_p {report['delta_p']:+.2f}%, vs dense "
+                     f"{report.get('dense_reference') or 'reference'})")
+    elif report.get("metrics"):
+        lines.append("delta_t    - (no dense reference)")
+    v = report.get("validation")
+    if v:
+        worst = max((h.get("max_abs") for h in (v.get("heads") or {}).values() if isinstance(h.get("max_abs"), float)),
+                    default=None)
+        lines.append(f"parity     ONNX Runtime vs PyTorch {'passed' if v.get('passed') else 'FAILED'}, "
+                     f"max abs diff {_fmt(worst)}, task metrics agree {v.get('metrics_agree')}")
+    ex = report.get("export")
+    if ex:
+        lines.append(f"size       {ex.get('onnx')} {_fmt(ex.get('size_bytes'))} B, gzipped "
+                     f"{_fmt(ex.get('compressed_bytes'))} B")
+    speed = (report.get("deployable") or {}).get("speed") or {}
+    if speed.get("measured"):
+        best = min(speed["latency"], key=lambda r: r["p50_ms"])
+        lines.append(f"speed      {best['runtime']} p50 {best['p50_ms']:.3g} ms at batch {best['batch']}")
+    elif ex:
+        lines.append("speed      not measured here (build did not time an engine)")
+    return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 Stable keys: `sparsity`, `metrics` (`pruned`, `dense`), `delta_t`, `delta_p`, `export`, `validation`, `build`;
 `quantize` and `latency` when `quantize.mode` is int8.
-More keys may be added; none of these are renamed.
+More keys may be added; none of these are renamed. Added: `deployable` (what to ship, its input spec, sizes
+and expected speed, see `pipeline.report.deployable`), `delta_t_noise` (only when the dense reference records
+the ΔT spread of dense seeds, as `reference.delta_t_noise` in train/metrics.json).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from pipeline.artifacts import RunDir, atomic_write_json, read_json
 from pipeline.metrics.summary import delta_p, delta_t
 from pipeline.report import markdown
+from pipeline.report.deployable import deployable_summary
 
 REPORT_SCHEMA = "mtl-compress.report/1"
 
@@ -71,6 +74,8 @@ def build_run_report(run: RunDir) -> dict[str, Any]:
             report["delta_t"], report["delta_p"] = dt["overall"], dp["overall"]
             report["delta_t_per_task"], report["delta_p_per_task"] = dt["per_task"], dp["per_task"]
             report["dense_reference"] = ref.get("dense_source")
+            if ref.get("delta_t_noise") is not None:  # only a measured spread; never invented
+                report["delta_t_noise"] = ref["delta_t_noise"]
         else:
             report["delta_t"] = report["delta_p"] = None
     if export:
@@ -85,6 +90,9 @@ def build_run_report(run: RunDir) -> dict[str, Any]:
     report.update(_quantize_keys(run))
     report["build"] = build or {"status": stages.get("build", {}).get("status", "not run"),
                                 "reason": stages.get("build", {}).get("reason")}
+    deployable = deployable_summary(export, _maybe(run.path("export", "io_spec.json")), report["build"])
+    if deployable:
+        report["deployable"] = deployable
     return report
 
 

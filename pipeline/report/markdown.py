@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.artifacts import RunDir, atomic_write_text
+from pipeline.report.deployable import deployable_section
 from pipeline.report.markdown_format import (
     FIGURES,
     PLOTS_DIR,
@@ -54,6 +55,7 @@ def write_markdown_report(run: RunDir, report: dict[str, Any]) -> Path:
     sections = [
         header_section(run, report),
         verdicts_section(report),
+        deployable_section(report),
         sparsity_section(report, train_sp, hard_sp, ts, [n for n in (train_note, hard_note) if n], figs),
         training_section(report, ts, ts_note, figs),
         metrics_section(report, figs),

@@ -39,6 +39,7 @@ PATTERN_STYLE: dict[str, tuple[str, float, str]] = {
     "dense": ("....", 0.35, "dimgray"),
 }
 _NO_COMPONENT = "(dense by rule)"
+TRACK_TOL = 0.01  # overall sparsity within this of the target everywhere: one line says both
 
 
 # -- plumbing ------------------------------------------------------------------------------------------
@@ -153,8 +154,11 @@ def plot_sparsity_over_steps(points: Sequence[Mapping[str, Any]], path: Path, ti
     if not _finite(overall) and not _finite(target):
         fig.clear()
         raise ValueError("the timeseries has no sparsity values")
-    ax.plot(steps, overall, color="black", lw=2.4, label="overall")
-    if _finite(target):
+    gaps = [abs(o - t) for o, t in zip(overall, target, strict=True) if math.isfinite(o) and math.isfinite(t)]
+    tracks = bool(gaps) and max(gaps) <= TRACK_TOL  # the overall curve would hide the schedule line
+    label = f"overall (= target schedule within {max(gaps):.3f})" if tracks else "overall"
+    ax.plot(steps, overall, color="black", lw=2.4, label=label)
+    if _finite(target) and not tracks:
         ax.plot(steps, target, color="black", lw=1.4, ls="--", label="target schedule")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
@@ -169,7 +173,8 @@ def plot_sparsity_over_steps(points: Sequence[Mapping[str, Any]], path: Path, ti
 def plot_thresholds_over_steps(
     points: Sequence[Mapping[str, Any]], path: Path, threshold_kind: str | None = None
 ) -> Path:
-    """Per-component thresholds over steps; log y axis when every value is positive.
+    """Per-component thresholds over steps, on a linear axis (a log axis spent its decades on the tiny
+    starting value).
 
     Args:
         points: timeseries points with `thresholds: {component: value}`.
@@ -188,8 +193,6 @@ def plot_thresholds_over_steps(
     palette = _palette(list(series))
     for c, s in series.items():
         ax.plot(steps, s, color=palette[c], lw=1.5, label=c, marker="." if len(steps) <= 30 else None)
-    if all(v > 0 for v in values):
-        ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(f"threshold: {threshold_kind}" if threshold_kind else "threshold")
     ax.set_title("Thresholds per component over training")

@@ -19,6 +19,14 @@ from pipeline.report.markdown_format import (
 )
 
 
+def same_shown(a: Any, b: Any, digits: int = 4) -> bool:
+    """True when two values (or nested dicts of them) print the same at `digits` significant digits: a
+    column or bar that would only repeat another is noise."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return set(a) == set(b) and all(same_shown(a[k], b[k], digits) for k in a)
+    return fmt_value(a, digits) == fmt_value(b, digits)
+
+
 def sparsity_section(
     report: Mapping[str, Any],
     train_sp: Mapping[str, Any] | None,
@@ -46,11 +54,15 @@ def sparsity_section(
             e["name"]: e.get("sparsity") for e in (train_sp or {}).get("layers") or [] if isinstance(e, dict) and "name" in e
         }
         target = (sp or {}).get("target")
+        hard_layers = {e["name"]: e.get("sparsity") for e in layers if isinstance(e, dict) and "name" in e}
+        # the trained overlay and column only when hardening changed a layer
+        show_trained = hardened and not same_shown(trained_layers, hard_layers)
         out.append(figs.draw(
             "layers", "per-layer sparsity",
-            lambda p: plots.plot_layer_sparsity(layers, p, trained=trained_layers if hardened else None, target=target),
+            lambda p: plots.plot_layer_sparsity(layers, p, trained=trained_layers if show_trained else None,
+                                                target=target),
         ))
-        out.append(_layer_details(layers, trained_layers, hardened))
+        out.append(_layer_details(layers, trained_layers, hardened, show_trained))
     return "\n\n".join(out)
 
 
@@ -66,7 +78,8 @@ def _sparsity_lines(
         f"- method: `{sp.get('method')}`, pattern: `{sp.get('pattern')}`"
         + ("" if hardened else f" (not hardened: harden stage {status_word(report, 'harden')})"),
         f"- target {fmt_value(target)}; overall {fmt_value(overall, 6)} ({'hardened' if hardened else 'trained'})"
-        + (f"; trained (soft) {fmt_value(trained_overall, 6)}" if hardened and trained_overall is not None else ""),
+        + (f"; trained (soft) {fmt_value(trained_overall, 6)}"
+           if hardened and trained_overall is not None and not same_shown(trained_overall, overall, 6) else ""),
     ]
     if isinstance(target, (int, float)) and isinstance(overall, (int, float)):
         lines.append(f"- overall − target: {overall - target:+.4f}")
@@ -105,18 +118,20 @@ def _component_table(
     if not comps:
         return ""
     thr_col = f"threshold ({threshold_kind})" if threshold_kind else "threshold"
+    merged = hardened and same_shown(trained_c, hard_c)  # one column when hardening changed nothing shown
     rows = [
         [
             f"`{c}`",
             cell(params.get(c)),
             f"{params[c] / total:.1%}" if total and isinstance(params.get(c), (int, float)) else "–",
             cell(trained_c.get(c)),
-            cell(hard_c.get(c)) if hardened else "not run",
-            cell(thr.get(c)),
         ]
+        + ([] if merged else [cell(hard_c.get(c)) if hardened else "not run"])
+        + [cell(thr.get(c))]
         for c in comps
     ]
-    return table(["component", "params", "share", "trained sparsity", "hardened sparsity", thr_col], rows)
+    sp_cols = ["sparsity (trained = hardened)"] if merged else ["trained sparsity", "hardened sparsity"]
+    return table(["component", "params", "share", *sp_cols, thr_col], rows)
 
 
 def _sparsity_plots(
@@ -136,17 +151,20 @@ def _sparsity_plots(
     return []
 
 
-def _layer_details(layers: Sequence[Mapping[str, Any]], trained: Mapping[str, Any], hardened: bool) -> str:
+def _layer_details(
+    layers: Sequence[Mapping[str, Any]], trained: Mapping[str, Any], hardened: bool, show_trained: bool,
+) -> str:
     rows = []
     for e in layers:
-        row = [f"`{e.get('name')}`", cell(e.get("component") or "(dense by rule)"), cell(e.get("shape")),
-               cell(trained.get(e.get("name"), e.get("sparsity") if not hardened else None))]
+        row = [f"`{e.get('name')}`", cell(e.get("component") or "(dense by rule)"), cell(e.get("shape"))]
+        if show_trained or not hardened:
+            row.append(cell(trained.get(e.get("name"), e.get("sparsity") if not hardened else None)))
         if hardened:
             row += [cell(e.get("pattern")), cell(e.get("sparsity")), cell(e.get("reason"))]
         rows.append(row)
-    header = ["layer", "component", "shape", "trained sparsity"]
+    header = ["layer", "component", "shape"] + (["trained sparsity"] if show_trained or not hardened else [])
     if hardened:
-        header += ["pattern", "hardened sparsity", "reason"]
+        header += ["pattern", "hardened sparsity" if show_trained else "sparsity (trained = hardened)", "reason"]
     return (f"<details><summary>Per-layer table ({len(layers)} layers)</summary>\n\n"
             + table(header, rows) + "\n\n</details>")
 
@@ -192,7 +210,8 @@ def metrics_section(report: Mapping[str, Any], figs: Figures) -> str:
     pruned, trained, dense = m.get("pruned") or {}, m.get("trained") or {}, m.get("dense") or None
     hardened = (report.get("stages") or {}).get("harden", {}).get("status") == "ok"
     pruned_label = "pruned (hardened)" if hardened else "pruned (trained, not hardened)"
-    show_trained = hardened and trained and trained != pruned
+    show_trained = bool(hardened and trained and not same_shown(trained, pruned))
+    const = m.get("constant_predictor") or {}
     if dense:
         out.append(f"Dense reference: `{report.get('dense_reference') or 'given'}`. Change is the signed relative "
                    "change vs dense in percent, positive = better (↑ higher is better, ↓ lower is better).")
@@ -203,6 +222,7 @@ def metrics_section(report: Mapping[str, Any], figs: Figures) -> str:
     change_tr = plots.relative_change_pct(trained, dense) if dense and show_trained else {}
     header = ["task", "metric", pruned_label] + (["trained (soft)"] if show_trained else [])
     header += (["dense", "change"] + (["change (trained)"] if show_trained else [])) if dense else []
+    header += ["constant predictor"] if const else []
     rows = []
     tasks = list(dict.fromkeys(list(pruned) + list(trained if show_trained else {}) + list(dense or {})))
     for t in tasks:
@@ -216,11 +236,20 @@ def metrics_section(report: Mapping[str, Any], figs: Figures) -> str:
                 row += [cell((dense.get(t) or {}).get(k)), fmt_pct(change.get(t, {}).get(k))]
                 if show_trained:
                     row.append(fmt_pct(change_tr.get(t, {}).get(k)))
+            if const:
+                row.append(cell((const.get(t) or {}).get(k)))
             rows.append(row)
     if rows:
         out.append(table(header, rows))
+        notes = (["the trained (soft) model scores the same to 4 digits, so it is not repeated"]
+                 if hardened and trained and not show_trained else [])
+        notes += ["constant predictor: the best constant output on the same split, the floor a model must clear"] if const else []
+        out += [f"_{n}._" for n in notes]
     if report.get("delta_t") is not None or report.get("delta_p") is not None:
-        out.append(f"**ΔT = {fmt_pct(report.get('delta_t'))}**, Δp = {fmt_pct(report.get('delta_p'))} "
+        noise = report.get("delta_t_noise")
+        band = (f" (dense seed-to-seed spread ±{noise:.2f} points: a ΔT inside it is noise)"
+                if isinstance(noise, (int, float)) else "")
+        out.append(f"**ΔT = {fmt_pct(report.get('delta_t'))}**{band}, Δp = {fmt_pct(report.get('delta_p'))} "
                    "(ΔT: per task the sum over its metrics, Δp: the mean; overall the mean over tasks).")
         dt, dp = report.get("delta_t_per_task") or {}, report.get("delta_p_per_task") or {}
         if dt or dp:
