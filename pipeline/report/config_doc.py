@@ -26,6 +26,22 @@ DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 _DOC_KEYS = ("doc", "help", "description")
 # Meanings per key (field metadata in the schema wins; the schema's own comment is the fallback).
 MEANINGS: dict[str, str] = {
+    "data.factory": "bring your own data: 'package.module:callable', called as callable(split, tasks, **data.kwargs); "
+                    "replaces data.name",
+    "data.kwargs": "keyword arguments passed to data.factory",
+    "validate.metric_flip_pixels": "k of the parity rule: thresholded metrics may differ by k near-tie pixels' worth "
+                                   "(k / valid pixels x 100 points); mIoU by k flipped argmax pixels",
+    "quantize": "INT8 (QDQ) quantization of the exported model, its task-level gate and the latency table",
+    "quantize.calibration_method": "how activation ranges are calibrated (percentile measured best on dev data)",
+    "quantize.calibration_batch_size": "calibration images per ONNX Runtime call",
+    "quantize.activation_type": "activation integer type (uint8 measured faster on CPUs without VNNI)",
+    "quantize.reduce_range": "7-bit weights (ONNX Runtime's option for CPUs without VNNI)",
+    "quantize.max_auto_exclude": "most conv layers the sensitivity search may leave in fp32",
+    "quantize.latency_batches": "batch sizes of the latency table",
+    "quantize.latency_threads": "ONNX Runtime intra-op threads of the latency table (empty: 1 and all cores)",
+    "quantize.latency_warmup": "untimed runs before timing",
+    "quantize.latency_rounds": "interleaved rounds over the models (fair ratios on a noisy machine)",
+    "quantize.latency_iters": "timed runs per model per round",
     "tasks": "task heads to train, in this order; a subset of seg, depth, normal",
     "data": "the dataset",
     "data.name": "dataset: scenes (procedural, cached), nyuv2_mtan (npy folders under root), nyuv2_png (real sample)",
@@ -169,7 +185,8 @@ def _rows(cls: type, prefix: str) -> list[list[str]]:
         meaning = next((str(meta.pop(k)) for k in _DOC_KEYS if k in meta), None)
         meaning = meaning or MEANINGS.get(key) or comments.get(f.name, "")
         tp = hints.get(f.name, f.type)
-        allowed = ", ".join(f"{k}: {v}" for k, v in meta.items())
+        # a value domain is shown by its text (its predicate has no stable repr)
+        allowed = ", ".join(f"{k}: {getattr(v, 'text', v)}" for k, v in meta.items())
         rows.append([f"`{key}`", type_name(tp).replace("|", "\\|"), _fmt_default(_default(f)),
                      meaning.replace("|", "\\|"), allowed.replace("|", "\\|")])
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
