@@ -207,7 +207,7 @@ def test_build_ok_details(tmp_path, stub_plots):
     run = make_run(tmp_path / "run", build_status="ok")
     md = write_markdown_report(run, build_run_report(run)).read_text()
     assert "Status: **ok**" in md and "latency_ms" in md and "| `build` | passed |" in md
-    assert "5 of 5 stages passed" in md
+    assert "5 of 6 stages passed" in md  # quantize not run in this fixture
 
 
 def test_validation_real_data_and_failures(tmp_path, stub_plots):
@@ -262,7 +262,7 @@ def test_train_only_without_dense_reference_skips_metrics_figure(tmp_path, stub_
 def test_empty_run_directory(tmp_path):
     run = RunDir(tmp_path / "empty")
     md = write_markdown_report(run, build_run_report(run)).read_text()
-    assert "0 of 5 stages passed" in md
+    assert "0 of 6 stages passed" in md
     assert md.count("not run") >= 9  # five verdict rows plus every section
     assert "![" not in md
 
