@@ -25,6 +25,7 @@ from pipeline.errors import (
     PipelineError,
     StaleArtifactError,
 )
+from pipeline.models.factory import resolve_factory
 from pipeline.models.multitask import task_channels
 from pipeline.models.registry import create_model, list_models
 from pipeline.report import write_run_report
@@ -119,7 +120,10 @@ def check_device(cfg: RunConfig) -> None:
             raise ConfigError(f"'train.device' = {dev!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns about zero-size weights before create_model refuses them
-        create_model(cfg.model.name, task_channels(cfg.tasks, cfg.data.num_classes), **cfg.model.kwargs)
+        if cfg.model.factory:  # a user's model: importable now; its outputs are checked when it is built
+            resolve_factory(cfg.model.factory, "model.factory")
+        else:
+            create_model(cfg.model.name, task_channels(cfg.tasks, cfg.data.num_classes), **cfg.model.kwargs)
     _check_dense_reference(cfg.dense_reference)
 
 
