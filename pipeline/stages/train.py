@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from pipeline.metrics.summary import delta_p, delta_t
 from pipeline.stages.base import StageContext, StageRecord
 from trainers import distributed as dist
 from trainers.training_run import checkpoint_fingerprint, train_run, training_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 def dense_variant(cfg: RunConfig) -> RunConfig:
@@ -103,4 +106,18 @@ def run(ctx: StageContext) -> StageRecord:
     outputs = ["checkpoint.pt", "sparsity.json", "metrics.json", "timeseries.json"]
     if (ctx.out / "reference" / "metrics.json").exists():
         outputs.append("reference/metrics.json")
-    return StageRecord(outputs=outputs, summary=summary)
+    missed = target_missed(ctx.cfg.sparsity.method, sp["target"], sp["overall"])
+    if missed:
+        log.warning(missed)
+        summary["warning"] = missed
+    return StageRecord(outputs=outputs, summary=summary, reason=missed)
+
+
+def target_missed(method: str, target: float, overall: float, slack: float = 0.02) -> str | None:
+    """A loud note when the achieved sparsity is far from the target: methods without a controller (str,
+    adapmtl_faithful) reach whatever their dynamics give, and a user must not read such a run as the target's."""
+    if method == "dense" or abs(overall - target) <= slack:
+        return None
+    return (f"sparsity target missed: reached {overall:.3f} of the prunable weights, target {target:.3f} "
+            f"(method {method} has no controller that enforces the target; longer training or another "
+            f"sparsity.init / str_init moves it)")

@@ -35,11 +35,17 @@ def load_component_split(source: str) -> dict[str, float]:
                 break
     try:
         data = json.loads(path.read_text())
-        return {k: float(v) for k, v in data["components"].items()}
+        split = {k: float(v) for k, v in data["components"].items()}
     except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(
             f"'sparsity.split_from' = {source}: expected a run directory or sparsity.json with a 'components' map"
         ) from None
+    bad = {k: v for k, v in split.items() if not 0.0 <= v < 1.0}
+    if bad:  # a component at 1.0 would lose every weight (a whole head, or the backbone)
+        raise ConfigError(
+            f"'sparsity.split_from' = {source}: component sparsities must lie in [0, 1); got {bad}"
+        )
+    return split
 
 
 class MagnitudePruning(SparsityMethod):
