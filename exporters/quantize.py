@@ -12,6 +12,8 @@ ones). The calibration ranges can be cached to a file, so the per-layer sensitiv
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -215,7 +217,8 @@ def quantize_int8(
         unknown = sorted(set(exclude) - set(conv_nodes(pre_model)))
         if unknown:
             raise ConfigError(f"quantize.exclude names no Conv node: {', '.join(unknown)} (see conv_nodes())")
-        with staged_output(out) as staged:
+        # ONNX Runtime's calibrators print progress with print(); keep it out of the pipeline's own output
+        with staged_output(out) as staged, contextlib.redirect_stdout(io.StringIO()) as chatter:
             quantize_static(
                 str(pre),
                 str(staged),
@@ -235,6 +238,7 @@ def quantize_int8(
                 },
                 calibration_cache_path=None if calibration_cache is None else str(calibration_cache),
             )
+        log.debug("onnxruntime calibration: %s", chatter.getvalue().strip())
         report = check_int8_weights(conv_weights_from_onnx(pre_model), int8_conv_weights(out))
     if not report.passed:
         raise CheckFailed(f"int8 weights broke the sparse pattern: {report.summary()}", str(out))
