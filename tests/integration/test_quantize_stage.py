@@ -74,7 +74,7 @@ def test_impossible_gate_tolerance_fails_validate_with_exit_3(run_copy):
 @pytest.mark.parametrize(
     "override, words",
     [
-        ("quantize.calibration_samples=0", "at least 1"),
+        ("quantize.calibration_samples=0", "must be positive"),
         ("quantize.calibration_samples=1000", "has only 64 images"),
         ("quantize.calibration_method=kmeans", "calibration_method"),
     ],
