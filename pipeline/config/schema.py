@@ -211,7 +211,7 @@ class ValidateConfig:
     metric_atol: float = dom(1e-4, NON_NEGATIVE)
     # k of the metric rule (deploy.compare): thresholded metrics may differ by k near-tie pixels' worth
     metric_flip_pixels: int = dom(4, NON_NEGATIVE_INT)
-    real_data: str | None = "auto"  # "auto": ../shared/realdata/nyuv2_test50 when present; null to skip
+    real_data: str | None = "auto"  # "auto": the development sample folder when present (else skipped); a folder path; null to skip
     real_samples: int = dom(8, POSITIVE_INT)
     save_polygraphy_json: bool = True
 

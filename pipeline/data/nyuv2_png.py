@@ -98,7 +98,8 @@ def read_index(root: Path) -> list[dict[str, str]]:
     index = root / "index.csv"
     if not index.is_file():
         raise DataError(
-            f"{index}: file is missing; expected the nyuv2_test50 index (see shared/realdata/README.md)"
+            f"{index}: file is missing; a real-image folder needs an index.csv with columns {', '.join(INDEX_COLUMNS)} "
+            "(the format is in the README, section Data)"
         )
     with open(index, newline="") as fh:
         reader = csv.DictReader(fh)
