@@ -35,6 +35,9 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Several sessions stay open side by side; idle intra-op threads that spin-wait would steal the cores the
+    # timed session runs on, so multi-thread rows measured the neighbours' spinning. Threads sleep when idle.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
