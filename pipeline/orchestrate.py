@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pipeline.artifacts import RunDir, atomic_write_json, sha256_file
+from pipeline.artifacts import RunDir, sha256_file
 from pipeline.config import RunConfig, config_to_dict, load_config
 from pipeline.errors import (
     BackendUnavailable,
@@ -177,10 +177,7 @@ def run_stage(run: RunDir, cfg: RunConfig, name: str, options: dict[str, Any] | 
 def _report_failure(run: RunDir, name: str, exc: Exception) -> None:
     """A failed stage still leaves report.json (users' scripts read it): the failing stage's verdict and reason."""
     try:
-        report = write_run_report(run)
-        report["stages"][name] = {**report["stages"].get(name, {}), "status": "failed", "reason": str(exc)}
-        report["failed_stage"] = {"stage": name, "reason": str(exc), "error": type(exc).__name__}
-        atomic_write_json(run.report_path, report)
+        write_run_report(run, failed_stage={"stage": name, "reason": str(exc), "error": type(exc).__name__})
     except Exception as report_exc:  # never hide the stage's own error behind a reporting problem
         log.warning("could not write report.json after stage %s failed: %s", name, report_exc)
 

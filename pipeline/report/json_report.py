@@ -96,9 +96,17 @@ def build_run_report(run: RunDir) -> dict[str, Any]:
     return report
 
 
-def write_run_report(run: RunDir) -> dict[str, Any]:
-    """Write `<run>/report.json` and `<run>/report.md` (with plots); return the report dict."""
+def write_run_report(run: RunDir, failed_stage: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write `<run>/report.json` and `<run>/report.md` (with plots); return the report dict.
+
+    `failed_stage` (`{"stage", "reason", "error"}`) marks a stage that raised before the manifest recorded it, so
+    both files carry its verdict and reason.
+    """
     report = build_run_report(run)
+    if failed_stage:
+        name = failed_stage["stage"]
+        report["stages"][name] = {**report["stages"].get(name, {}), "status": "failed", "reason": failed_stage["reason"]}
+        report["failed_stage"] = dict(failed_stage)
     atomic_write_json(run.report_path, report)
     markdown.write_markdown_report(run, report)  # via the module so tests can stand in for it
     return report

@@ -70,6 +70,9 @@ def verdicts_section(report: Mapping[str, Any]) -> str:
     summary = f"{sum(stages[n].get('status') == 'ok' for n in ran)} of {len(names)} stages passed"
     if failed:
         summary += "; failed: " + ", ".join(f"`{n}`" for n in failed)
+    fs = report.get("failed_stage") or {}
+    if fs.get("stage"):
+        summary += f"; **the run stopped at `{fs['stage']}`**: {fs.get('reason', '')}"
     v = report.get("validation") or {}
     if "passed" in v:
         summary += f"; ONNX Runtime validation {'passed' if v['passed'] else '**FAILED**'}"

@@ -43,3 +43,9 @@ def test_an_error_inside_a_stage_writes_the_report_too(tmp_path, monkeypatch):
     report = _run(tmp_path, monkeypatch, DataError("data/x.npy: not a depth map"))
     assert report["stages"]["validate"] == {"status": "failed", "reason": "data/x.npy: not a depth map"}
     assert report["failed_stage"]["error"] == "DataError"
+
+
+def test_report_md_names_the_failed_stage_too(tmp_path, monkeypatch):
+    _run(tmp_path, monkeypatch, DataError("data/x.npy: not a depth map"))
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "the run stopped at `validate`" in md and "not a depth map" in md
