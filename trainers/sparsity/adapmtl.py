@@ -38,7 +38,7 @@ from trainers.sparsity.base import SparsityMethod, reduce_grad_
 _DENSITY_BAND = 0.05  # half-width (in log-threshold units) of the band used to count weights at the threshold
 
 
-def _kth_smallest(values: Tensor, k: int) -> Tensor:
+def kth_smallest(values: Tensor, k: int) -> Tensor:
     """`values.kthvalue(k).values` for a 1-d tensor (1-based k): the same element, so the same bits.
 
     On CPU, numpy's introselect is 3-7x faster than torch's CPU kthvalue, which dominated the offset solve
@@ -47,9 +47,6 @@ def _kth_smallest(values: Tensor, k: int) -> Tensor:
     if values.device.type == "cpu" and values.dim() == 1 and values.dtype in (torch.float32, torch.float64):
         return torch.from_numpy(np.partition(values.numpy(), k - 1)[k - 1 : k]).reshape(())
     return values.kthvalue(k).values
-
-
-kth_smallest = _kth_smallest  # public name (benchmarks/cost compares it with torch.kthvalue)
 
 
 class SoftThresholds(SparsityMethod):
@@ -115,11 +112,11 @@ class SoftThresholds(SparsityMethod):
             self.b.copy_(state["b"])
             self.grad_ema.copy_(state["grad_ema"])
         self.rms = {n: r.clone() for n, r in state["rms"].items()}
-        self._set_taus()
+        self.set_thresholds()
 
     # -- controller ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _log_mags(self) -> dict[str, Tensor]:
+    def log_magnitudes(self) -> dict[str, Tensor]:
         """log(|W| / rms(W)) per layer (the key that the shared offset is compared against, minus s_g)."""
         out = {}
         for n, layer in self.layers.items():
@@ -129,17 +126,17 @@ class SoftThresholds(SparsityMethod):
         return out
 
     @torch.no_grad()
-    def _solve_offset(self, fraction: float, logm: dict[str, Tensor]) -> None:
+    def solve_offset(self, fraction: float, logm: dict[str, Tensor]) -> None:
         keys = torch.cat([logm[n] - self.s[self.group_of[n]] for n in self.layers])
         k = int(round(fraction * keys.numel()))
         if k <= 0:
             finite = keys[torch.isfinite(keys)]
             self.b.fill_((finite.min() - 1.0).item() if finite.numel() else -30.0)
         else:
-            self.b.fill_(_kth_smallest(keys, k).item())
+            self.b.fill_(kth_smallest(keys, k).item())
 
     @torch.no_grad()
-    def _apply_bounds(self, logm: dict[str, Tensor]) -> None:
+    def apply_bounds(self, logm: dict[str, Tensor]) -> None:
         """Keep each component's sparsity within [component_min, component_max] by shifting all of its
         thresholds together (component and hierarchical granularity; per-layer STR has no components)."""
         if self.granularity == "layer":
@@ -152,11 +149,11 @@ class SoftThresholds(SparsityMethod):
             if frac > hi or frac < lo:
                 q = hi if frac > hi else lo
                 k = max(1, int(round(q * vals.numel())))
-                shift = _kth_smallest(vals, k) - self.b
+                shift = kth_smallest(vals, k) - self.b
                 for g in {self.group_of[n] for n in members}:
                     self.s[g] += shift
 
-    def _set_taus(self) -> None:
+    def set_thresholds(self) -> None:
         for n, layer in self.layers.items():
             layer.tau = self.rms[n] * torch.exp(self.s[self.group_of[n]] + self.b)
 
@@ -208,7 +205,7 @@ class SoftThresholds(SparsityMethod):
         return density.clamp_min(1.0) / (2 * _DENSITY_BAND)
 
     @torch.no_grad()
-    def _reallocate(self, logm: dict[str, Tensor]) -> None:
+    def reallocate(self, logm: dict[str, Tensor]) -> None:
         """One preconditioned step on s toward equal marginal loss per pruned weight across groups.
 
         Hierarchical granularity takes two steps: one between components, on costs pooled over each
@@ -234,15 +231,15 @@ class SoftThresholds(SparsityMethod):
 
     def before_forward(self, step: int) -> None:
         if step % self.cfg.update_every == 0:
-            logm = self._log_mags()
+            logm = self.log_magnitudes()
             if self._learning(step) and step > 0:
-                self._reallocate(logm)
+                self.reallocate(logm)
             target = self.target_at(step)
-            self._solve_offset(target, logm)
+            self.solve_offset(target, logm)
             if target > 0:
-                self._apply_bounds(logm)
-                self._solve_offset(target, logm)
-        self._set_taus()
+                self.apply_bounds(logm)
+                self.solve_offset(target, logm)
+        self.set_thresholds()
 
     def after_backward(self, step: int) -> None:
         if self.s.grad is None:
@@ -254,16 +251,9 @@ class SoftThresholds(SparsityMethod):
         self.s.grad = None
 
     def finalize(self) -> None:
-        logm = self._log_mags()
-        self._solve_offset(self.cfg.target, logm)
-        self._set_taus()
-
-    # Public names of the controller's parts, for timing them one by one (benchmarks/cost).
-    log_magnitudes = _log_mags
-    solve_offset = _solve_offset
-    apply_bounds = _apply_bounds
-    reallocate = _reallocate
-    set_thresholds = _set_taus
+        logm = self.log_magnitudes()
+        self.solve_offset(self.cfg.target, logm)
+        self.set_thresholds()
 
     def thresholds(self) -> dict[str, float]:
         """exp(s + b) per component; for hierarchical thresholds the parameter-weighted mean of its layers' s."""

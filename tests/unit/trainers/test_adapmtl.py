@@ -81,7 +81,7 @@ def test_hierarchical_step_moves_costly_component_and_costly_layer_denser(tiny_c
     """Between components on pooled costs, then between layers inside each component."""
     _, method = _tiny_adapmtl(replace(tiny_cfg, sparsity=replace(tiny_cfg.sparsity, alloc_bound=10.0)))
     method.before_forward(26)
-    logm = method._log_mags()
+    logm = method.log_magnitudes()
     seg = [i for i, c in enumerate(method.comp_of_group.tolist()) if method.components[c] == "seg"]
     assert len(seg) >= 2
     cost = torch.ones(len(method.groups), dtype=torch.float64)
@@ -90,7 +90,7 @@ def test_hierarchical_step_moves_costly_component_and_costly_layer_denser(tiny_c
     with torch.no_grad():
         method.grad_ema.copy_(cost * method._density_at_threshold(logm))  # gradient = cost x dN/ds
         before = method.s.detach().clone()
-    method._reallocate(logm)
+    method.reallocate(logm)
     moved = method.s.detach() - before
     others = [i for i in range(len(moved)) if i not in seg]
     assert float(moved[seg].max()) < float(moved[others].min())  # the whole component keeps more weights

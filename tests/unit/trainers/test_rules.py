@@ -33,25 +33,25 @@ def test_cubic_schedule_shape():
 def test_apply_bounds_caps_a_component_and_keeps_the_rest(tiny_cfg):
     cfg = with_sparsity(tiny_cfg, method="adapmtl_component", component_max=0.8, alloc_bound=50.0)
     _, method = _attached(cfg)
-    logm = method._log_mags()
+    logm = method.log_magnitudes()
     with torch.no_grad():
         method.s[method.components.index("seg")] = 20.0  # far above the others: seg alone is pruned away
-    method._solve_offset(0.5, logm)
-    method._apply_bounds(logm)
-    method._set_taus()
+    method.solve_offset(0.5, logm)
+    method.apply_bounds(logm)
+    method.set_thresholds()
     comps = method.measure()["components"]
     assert comps["seg"] == pytest.approx(0.8, abs=0.01)  # capped at component_max
-    method._solve_offset(0.5, logm)
-    method._set_taus()
+    method.solve_offset(0.5, logm)
+    method.set_thresholds()
     assert method.measure()["overall"] == pytest.approx(0.5, abs=1e-3)  # the offset re-solve keeps the target
 
 
 def test_apply_bounds_does_nothing_for_per_layer_thresholds(tiny_cfg):
     _, method = _attached(with_sparsity(tiny_cfg, method="adapmtl_layer", component_max=0.1))
-    logm = method._log_mags()
-    method._solve_offset(0.9, logm)
+    logm = method.log_magnitudes()
+    method.solve_offset(0.9, logm)
     before = method.s.detach().clone()
-    method._apply_bounds(logm)
+    method.apply_bounds(logm)
     assert torch.equal(method.s.detach(), before)
 
 
@@ -73,13 +73,13 @@ def test_per_layer_step_prunes_cheap_layers_more(tiny_cfg):
     cfg = with_sparsity(tiny_cfg, method="adapmtl_layer", alloc_bound=10.0)
     _, method = _attached(cfg)
     method.before_forward(26)
-    logm = method._log_mags()
+    logm = method.log_magnitudes()
     cost = torch.ones(len(method.groups), dtype=torch.float64)
     cost[0], cost[1] = 100.0, 0.01  # layer 0 is costly to prune, layer 1 cheap
     with torch.no_grad():
         method.grad_ema.copy_(cost * method._density_at_threshold(logm))
     before = method.s.detach().clone()
-    method._reallocate(logm)
+    method.reallocate(logm)
     moved = method.s.detach() - before
     # tau = rms * exp(s + b): a lower s is a lower threshold (denser), a higher s prunes more
     assert float(moved[0]) < 0 < float(moved[1])
