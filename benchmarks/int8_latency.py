@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--width", type=int, default=192)
     p.add_argument("--target", type=float, default=0.9)
     p.add_argument("--calibration", type=int, default=16)
+    # untrained weights give activations too narrow for the histogram calibrators: min/max is what works here
+    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--work", default=".cache/int8_latency")
@@ -65,11 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     train = build_dataset(cfg.data, "train", list(cfg.tasks))
     images = np.concatenate([b["image"].numpy() for b in iter_batches(train, 8, limit=args.calibration)])
     q = QuantizeConfig()
-    quantize_int8(paths["pruned_fp32"], paths["pruned_int8"], images, method=q.calibration_method,
+    quantize_int8(paths["pruned_fp32"], paths["pruned_int8"], images, method=args.method,
                   activation_type=q.activation_type, percentile=q.percentile)
     table = latency_table(paths, [3, args.height, args.width], rounds=args.rounds, iters_per_round=args.iters)
     table["settings"] |= {"model": args.model, "height": args.height, "width": args.width, "target": args.target,
-                          "weights": "init N(0, 0.01), per-layer magnitude pruning", **git_state()}
+                          "weights": "init N(0, 0.01), per-layer magnitude pruning", "calibration": args.method, **git_state()}
     OUT.mkdir(parents=True, exist_ok=True)
     stem = f"{args.model}_{args.height}x{args.width}"
     (OUT / f"{stem}.json").write_text(json.dumps(table, indent=2) + "\n")

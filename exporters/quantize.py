@@ -171,6 +171,21 @@ class QuantizeInfo:
         }
 
 
+
+@contextlib.contextmanager
+def _histogram_range_errors(method: str) -> Iterator[None]:
+    """ONNX Runtime's histogram calibrators (entropy, percentile) fail inside numpy when an activation's range
+    is too narrow for 2048 bins (e.g. an untrained or collapsed layer); say so in one line, with the fix."""
+    try:
+        yield
+    except ValueError as e:
+        if "bins" not in str(e):
+            raise
+        raise ConfigError(
+            f"{method} calibration failed: an activation's range is too narrow for ONNX Runtime's histogram "
+            f"({e}); set quantize.calibration_method=minmax"
+        ) from None
+
 def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -218,7 +233,11 @@ def quantize_int8(
         if unknown:
             raise ConfigError(f"quantize.exclude names no Conv node: {', '.join(unknown)} (see conv_nodes())")
         # ONNX Runtime's calibrators print progress with print(); keep it out of the pipeline's own output
-        with staged_output(out) as staged, contextlib.redirect_stdout(io.StringIO()) as chatter:
+        with (
+            _histogram_range_errors(method),
+            staged_output(out) as staged,
+            contextlib.redirect_stdout(io.StringIO()) as chatter,
+        ):
             quantize_static(
                 str(pre),
                 str(staged),

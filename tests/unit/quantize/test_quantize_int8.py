@@ -102,3 +102,15 @@ def test_config_proposal_defaults_are_valid():
     cfg = QuantizeConfig()
     assert cfg.mode == "none" and cfg.calibration_method in CALIBRATION_METHODS
     validate_settings(cfg.calibration_method, cfg.activation_type)
+
+
+def test_a_too_narrow_activation_range_is_one_line_with_the_fix(setup, tmp_path, monkeypatch):
+    import exporters.quantize as q
+
+    def narrow(*a, **k):
+        raise ValueError("Too many bins for data range. Cannot create 2048 finite-sized bins.")
+
+    monkeypatch.setattr(q, "quantize_static", narrow)
+    with pytest.raises(ConfigError, match="calibration_method=minmax") as exc:
+        q.quantize_int8(setup.fp32, tmp_path / "int8.onnx", setup.calib[:4], method="percentile")
+    assert "\n" not in str(exc.value) and not (tmp_path / "int8.onnx").exists()
