@@ -186,9 +186,7 @@ def run_task_gate(
     batch_size: int = 8,
 ) -> GateResult:
     """Run both ONNX files on `images` (ORT CPU) and gate the int8 one."""
-    fp32 = ort_outputs(fp32_path, images, batch_size)
-    int8 = ort_outputs(int8_path, images, batch_size)
-    return task_gate(fp32, int8, targets, tasks, num_classes, tolerances)
+    return gate_judge(fp32_path, images, targets, tasks, num_classes, tolerances, batch_size)(Path(int8_path))
 
 
 def gate_judge(

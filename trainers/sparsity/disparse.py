@@ -48,8 +48,8 @@ def saliency_scores(
     return scores
 
 
-class Snip(FixedMasks):
-    """SNIP (Lee et al. 2019): one global cut on |g * w| of the summed task loss at initialisation, fixed after."""
+class SaliencyMasks(FixedMasks):
+    """Masks fixed once from saliency at initialisation (`prepare`); all weights kept until then."""
 
     threshold_kind = "none"
     saliency_batches = 8
@@ -60,6 +60,10 @@ class Snip(FixedMasks):
     def setup(self) -> None:
         for layer in self.layers.values():
             layer.mask = torch.ones_like(layer.weight, dtype=torch.bool)
+
+
+class Snip(SaliencyMasks):
+    """SNIP (Lee et al. 2019): one global cut on |g * w| of the summed task loss at initialisation, fixed after."""
 
     @torch.no_grad()
     def prepare(self, trainer: Any) -> None:
@@ -79,16 +83,7 @@ class Snip(FixedMasks):
             offset += size
 
 
-class DiSparseStatic(FixedMasks):
-    threshold_kind = "none"
-    saliency_batches = 8
-
-    def __init__(self, cfg: SparsityConfig, total_steps: int):
-        super().__init__(cfg, total_steps, masks={})
-
-    def setup(self) -> None:
-        for layer in self.layers.values():
-            layer.mask = torch.ones_like(layer.weight, dtype=torch.bool)
+class DiSparseStatic(SaliencyMasks):
 
     def prepare(self, trainer: Any) -> None:
         """Score weights per task on the first training batches and fix the masks."""
