@@ -1,6 +1,10 @@
 """Registry of pruning methods. Each entry is a sparsity rule plus the task weighting it prescribes.
 
 Adding a method is one entry here plus, if it needs a new rule, one `SparsityMethod` subclass.
+
+`sparsity.structure` selects the implementation: `unstructured` prunes weights (`MethodSpec.build`), `channel`
+prunes whole filters (`MethodSpec.channel`, trainers/sparsity/channel.py). A method with no implementation for
+the configured structure is a one-line ConfigError that lists the methods that have one.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pipeline.config import SparsityConfig
 from pipeline.errors import ConfigError
 from trainers.sparsity.adapmtl import SoftThresholds
 from trainers.sparsity.base import SparsityMethod
+from trainers.sparsity.channel import ChannelDense, ChannelMasks, ChannelSoftThresholds
 from trainers.sparsity.disparse import DiSparseStatic, Snip
 from trainers.sparsity.magnitude import IterativeMagnitudePruning, MagnitudePruning
 from trainers.sparsity.sigmoid import FaithfulSoftThresholds, SigmoidLayerThresholds
@@ -23,41 +28,54 @@ class DenseTraining(SparsityMethod):
     name = "dense"
 
 
+Builder = Callable[[SparsityConfig, int], SparsityMethod]
+
+
+def _channel_soft(granularity: str, allocation: str) -> Builder:
+    return lambda c, t: ChannelSoftThresholds(c, t, granularity, allocation)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    build: Callable[[SparsityConfig, int], SparsityMethod]
+    build: Builder | None  # unstructured implementation (None: channel only)
     weighting: str  # "static" | "adaptive"
     description: str
+    channel: Builder | None = None  # channel implementation (None: unstructured only)
 
 
 METHODS: dict[str, MethodSpec] = {
-    "dense": MethodSpec(DenseTraining, "static", "no pruning (the reference)"),
+    "dense": MethodSpec(DenseTraining, "static", "no pruning (the reference)", ChannelDense),
     "adapmtl": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
         "static",
         "AdapMTL, improved: per-component scale-invariant soft thresholds refined per layer, learned split, "
         "exact target; static task weights (the adaptive weighting cost 0.4-1.0 dT on dev: docs/method.md)",
+        channel=_channel_soft("hierarchical", "marginal"),
     ),
     "adapmtl_adaptive": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
         "adaptive",
         "adapmtl with the paper's adaptive task weighting (option; before 0.3 this was 'adapmtl')",
+        channel=_channel_soft("hierarchical", "marginal"),
     ),
     # Kept so that configs and results written before 0.3 still name a method: identical to 'adapmtl' now.
     "adapmtl_static": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
         "static",
         "alias of adapmtl (since 0.3 the default is static; kept for older configs)",
+        channel=_channel_soft("hierarchical", "marginal"),
     ),
     "adapmtl_component": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "component", "marginal"),
         "static",
         "ablation: one learned threshold per component (the paper's granularity), no per-layer refinement",
+        channel=_channel_soft("component", "marginal"),
     ),
     "adapmtl_layer": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
         "static",
         "ablation: one learned threshold per layer, same controller, no component level (was 'str' before 0.3)",
+        channel=_channel_soft("layer", "marginal"),
     ),
     "adapmtl_faithful": MethodSpec(
         FaithfulSoftThresholds,
@@ -90,6 +108,24 @@ METHODS: dict[str, MethodSpec] = {
         DiSparseStatic, "static", "DiSparse-static: per-task saliency at init, backbone kept if any task needs it"
     ),
     "snip": MethodSpec(Snip, "static", "SNIP: one-shot saliency |g*w| at initialisation, then fixed masks"),
+    "channel_soft_uniform": MethodSpec(
+        None,
+        "static",
+        "channel control: group soft thresholds on the MAC schedule, nothing learned per component",
+        _channel_soft("component", "none"),
+    ),
+    "l1_uniform": MethodSpec(
+        None,
+        "static",
+        "channel baseline: L1-norm filter pruning, the same channel rate in every group, gradual to the MAC target",
+        lambda c, t: ChannelMasks(c, t, "uniform"),
+    ),
+    "l1_global": MethodSpec(
+        None,
+        "static",
+        "channel baseline: L1-norm filter pruning, one global ranking (filter L1 / its group's mean), to the MAC target",
+        lambda c, t: ChannelMasks(c, t, "global"),
+    ),
     "imp": MethodSpec(
         IterativeMagnitudePruning, "static", "IMP with rewinding (LTH style): rounds of global magnitude pruning"
     ),
@@ -100,10 +136,22 @@ def list_methods() -> list[str]:
     return list(METHODS)
 
 
+def methods_for(structure: str) -> list[str]:
+    """The methods with an implementation for `sparsity.structure` (unstructured | channel)."""
+    return [n for n, s in METHODS.items() if (s.channel if structure == "channel" else s.build) is not None]
+
+
 def build_method(cfg: SparsityConfig, total_steps: int) -> tuple[SparsityMethod, MethodSpec]:
     spec = METHODS.get(cfg.method)
     if spec is None:
         raise ConfigError(f"unknown sparsity method '{cfg.method}' (available: {', '.join(METHODS)})")
-    method = spec.build(cfg, total_steps)
+    structure = getattr(cfg, "structure", "unstructured")
+    build = spec.channel if structure == "channel" else spec.build
+    if build is None:
+        raise ConfigError(
+            f"sparsity.method={cfg.method} has no {structure} implementation; with sparsity.structure={structure} "
+            f"use one of: {', '.join(methods_for(structure))}"
+        )
+    method = build(cfg, total_steps)
     method.name = cfg.method
     return method, spec
