@@ -147,6 +147,11 @@ def build_method(cfg: SparsityConfig, total_steps: int) -> tuple[SparsityMethod,
         raise ConfigError(f"unknown sparsity method '{cfg.method}' (available: {', '.join(METHODS)})")
     structure = getattr(cfg, "structure", "unstructured")
     build = spec.channel if structure == "channel" else spec.build
+    if build is None and spec.build is None:
+        raise ConfigError(
+            f"sparsity.method={cfg.method} prunes whole channels: set sparsity.structure=channel, or use an "
+            f"unstructured method ({', '.join(methods_for('unstructured'))})"
+        )
     if build is None:
         raise ConfigError(
             f"sparsity.method={cfg.method} has no {structure} implementation; with sparsity.structure={structure} "
