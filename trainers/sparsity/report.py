@@ -29,6 +29,15 @@ def sparsity_report(method: SparsityMethod) -> dict[str, Any]:
     target = method.cfg.target if method.name != "dense" else 0.0
     total_all = m["prunable_params"] + dense_params
     zeros = m["overall"] * m["prunable_params"]
+    channel = {}
+    if "channels" in m:  # channel structure: overall/components are MAC fractions; parameters counted apart
+        zeros = m["channels"]["param_fraction_all_convs"] * total_all
+        channel = {
+            "structure": "channel",
+            "param_sparsity": m["param_sparsity"],
+            "param_components": m["param_components"],
+            "channels": m["channels"],
+        }
     return {
         "method": method.name,
         "target": target,
@@ -42,4 +51,5 @@ def sparsity_report(method: SparsityMethod) -> dict[str, Any]:
         "dense_params": dense_params,
         "overall_all_convs": zeros / max(total_all, 1),
         "layers": layer_info,
+        **channel,
     }
