@@ -154,6 +154,7 @@ class SparsityConfig:
 
     method: str = "adapmtl"
     target: float = dom(0.9, TARGET)
+    structure: Literal["unstructured", "channel"] = "unstructured"  # unit pruned: single weights, or whole output channels (physically smaller convs, a MAC budget)
     # Cubic ramp of the target (Zhu & Gupta) between these fractions of training; held afterwards.
     ramp_start: float = dom(0.0, FRACTION)
     ramp_end: float = dom(0.7, FRACTION)
@@ -363,6 +364,12 @@ def _cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append("'sparsity.ramp_start' < 'sparsity.ramp_end' must both lie in [0, 1]")
     if not sp.component_min <= sp.component_max:
         problems.append(f"'sparsity.component_min' = {sp.component_min} must not exceed 'sparsity.component_max'")
+    if sp.structure == "channel" and cfg.harden.pattern != "unstructured":
+        problems.append(
+            f"'sparsity.structure' = channel with 'harden.pattern' = {cfg.harden.pattern}: channel pruning exports "
+            "dense-shaped smaller convs; 2:4 and adaptive-2:4 apply to unstructured only -- set "
+            "harden.pattern=unstructured or sparsity.structure=unstructured"
+        )
     unknown = [t for t in cfg.train.weighting.priority if t not in cfg.tasks]
     if unknown:
         problems.append(f"'train.weighting.priority' names {unknown}, not in 'tasks' {cfg.tasks}")
