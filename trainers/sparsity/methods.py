@@ -145,7 +145,7 @@ def build_method(cfg: SparsityConfig, total_steps: int) -> tuple[SparsityMethod,
     spec = METHODS.get(cfg.method)
     if spec is None:
         raise ConfigError(f"unknown sparsity method '{cfg.method}' (available: {', '.join(METHODS)})")
-    structure = getattr(cfg, "structure", "unstructured")
+    structure = cfg.structure
     build = spec.channel if structure == "channel" else spec.build
     if build is None and spec.build is None:
         raise ConfigError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
@@ -20,11 +19,7 @@ TASKS = {"seg": 4, "depth": 1, "normal": 3}
 
 
 def _cfg(method: str, target: float, structure: str = "channel") -> SparsityConfig:
-    cfg = SparsityConfig(method=method, target=target, update_every=2)
-    if any(f.name == "structure" for f in dataclasses.fields(cfg)):
-        return dataclasses.replace(cfg, structure=structure)
-    object.__setattr__(cfg, "structure", structure)  # TEMP until the schema field is merged
-    return cfg
+    return SparsityConfig(method=method, target=target, update_every=2, structure=structure)
 
 
 def _setup(method: str, target: float, steps: int = 12, seed: int = 0):
