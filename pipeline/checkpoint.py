@@ -117,6 +117,9 @@ class HardenedCheckpoint:
     two_four_layers: list[str]
     sparsity: dict[str, Any]
     source: dict[str, Any]  # {"checkpoint", "method"}
+    # Channel pruning: kept channel indices per channel group (root conv name) of the BN-folded model; `load_hardened`
+    # compacts the rebuilt model with it before loading the smaller state_dict. None: unstructured (not written).
+    channel_plan: dict[str, list[int]] | None = None
     version: str | None = None
 
 
@@ -135,7 +138,9 @@ CheckpointT = TypeVar("CheckpointT", TrainCheckpoint, HardenedCheckpoint, Resume
 
 def write_checkpoint(path: Path, ckpt: TrainCheckpoint | HardenedCheckpoint | ResumePoint) -> None:
     """Save a typed checkpoint atomically (the current package version is recorded, not `ckpt.version`)."""
-    payload = {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt) if f.name != "version"}
+    # Optional fields at their default are left out, so files written without them stay byte-identical.
+    payload = {f.name: getattr(ckpt, f.name) for f in dataclasses.fields(ckpt) if f.name != "version"
+               and not (f.default is None and getattr(ckpt, f.name) is None)}
     save_checkpoint(path, ckpt.KIND, payload)
 
 
@@ -143,7 +148,8 @@ def read_checkpoint(path: Path, cls: type[CheckpointT]) -> CheckpointT:
     """Load a checkpoint of `cls.KIND`; a missing field gives a one-line PipelineError."""
     raw = load_checkpoint(path, cls.KIND)
     names = [f.name for f in dataclasses.fields(cls)]
-    missing = [n for n in names if n != "version" and n not in raw]
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+    missing = [n for n in required if n not in raw]
     if missing:
         raise PipelineError(
             f"checkpoint {path} lacks '{missing[0]}' ({len(missing)} fields missing); it was written by an older "

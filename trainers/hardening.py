@@ -1,7 +1,9 @@
 """The harden step as a library call: a train checkpoint in, a plain hardened model and its reports out.
 
 Thresholds or masks are baked into plain convs, optionally projected onto 2:4 (and fine-tuned with the masks
-fixed), batch norm is folded, and every layer is checked and described for `harden/sparsity.json`.
+fixed), batch norm is folded, and every layer is checked and described for `harden/sparsity.json`. With
+`sparsity.structure: channel` the 2:4 step is replaced by compaction: the dropped channels are zeroed, BN is
+folded and the convs shrink physically (the checkpoint's `channel_plan` rebuilds the smaller shapes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pipeline.models.folding import fold_batchnorm_
 from pipeline.nm_sparsity import nm_violations
 from trainers.assembly import assemble_trainer
 from trainers.sparsity.base import SparsityMethod
-from trainers.sparsity.harden import NMDecision, harden_, nm_project_, summarize_decisions
+from trainers.sparsity.harden import NMDecision, channel_compact_, harden_, nm_project_, summarize_decisions
 from trainers.sparsity.magnitude import FixedMasks
 from trainers.sparsity.methods import build_method
 
@@ -137,17 +139,23 @@ def layer_report(method: SparsityMethod, model: nn.Module, decisions: list[NMDec
     return layers
 
 
-def _component_sparsity(layers: list[dict[str, Any]]) -> tuple[float, dict[str, float]]:
-    """Overall and per-component zero fraction over the prunable layers, weighted by size."""
+def _component_sparsity(layers: list[dict[str, Any]], compacted: SparsityMethod | None = None
+                        ) -> tuple[float, dict[str, float]]:
+    """Overall and per-component zero fraction over the prunable layers, weighted by size.
+
+    `compacted`: the method of a channel-compacted model; removed weights count as zeros of the dense layer
+    (its assignments hold the dense sizes)."""
+    dense = {a.name: a.numel for a in compacted.assignments} if compacted is not None else {}
     prunable = [e for e in layers if e["component"]]
-    total = sum(e["sparsity"] * math.prod(e["shape"]) for e in prunable)
-    count = sum(math.prod(e["shape"]) for e in prunable)
     comps: dict[str, list[float]] = {}
     for e in prunable:
+        numel = math.prod(e["shape"])
+        size = dense.get(e["name"], numel)
         comps.setdefault(e["component"], [0.0, 0.0])
-        comps[e["component"]][0] += e["sparsity"] * math.prod(e["shape"])
-        comps[e["component"]][1] += math.prod(e["shape"])
-    return total / max(count, 1), {c: z / n for c, (z, n) in comps.items()}
+        comps[e["component"]][0] += e["sparsity"] * numel + (size - numel)
+        comps[e["component"]][1] += size
+    zeros, count = sum(z for z, _ in comps.values()), sum(n for _, n in comps.values())
+    return zeros / max(count, 1), {c: z / n for c, (z, n) in comps.items()}
 
 
 def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str, progress: bool = True,
@@ -162,14 +170,26 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
     layer_names = list(harden_(method))
     with torch.no_grad():
         soft_vs_hard = _max_diff(y_soft, model(x))
-    decisions, finetune = _project(cfg, model, layer_names, learned, progress)
     model.eval()
-    folded, fold_diff = _fold(model, x) if hcfg.fold_bn else ([], 0.0)
+    plan, channels = None, None
+    if cfg.sparsity.structure == "channel":
+        decisions, finetune = [], None
+        plan, folded, fold_diff, channels = channel_compact_(model, method, x, _fold if hcfg.fold_bn else None)
+    else:
+        decisions, finetune = _project(cfg, model, layer_names, learned, progress)
+        model.eval()
+        folded, fold_diff = _fold(model, x) if hcfg.fold_bn else ([], 0.0)
     layers = layer_report(method, model, decisions, learned)
+    if plan is not None:
+        dense_shapes = {a.name: list(a.shape) for a in method.assignments}
+        for e in layers:
+            e["dense_shape"] = dense_shapes[e["name"]]
+            if e["component"]:
+                e["pattern"], e["reason"] = "channel", "channel pruned" if e["shape"] != e["dense_shape"] else "all kept"
 
     val_set = build_dataset(cfg.data, "val", cfg.tasks)
     metrics = evaluate(model, iter_batches(val_set, 32), list(cfg.tasks), val_set.num_classes)
-    overall, components = _component_sparsity(layers)
+    overall, components = _component_sparsity(layers, method if plan is not None else None)
     n_prunable = sum(1 for e in layers if e["component"])
     report = {
         "pattern": hcfg.pattern,
@@ -180,9 +200,11 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
         "soft_vs_hardened_max_abs": soft_vs_hard,
         "bn_folded": folded,
         "bn_fold_max_abs": fold_diff,
-        "pattern_counts": summarize_decisions(decisions) if decisions else {"unstructured": n_prunable},
+        "pattern_counts": summarize_decisions(decisions) if decisions else {
+            "channel" if plan is not None else "unstructured": n_prunable},
         "pattern_check": "passed",
         "finetune": finetune,
+        **({"structure": "channel", "channels": channels} if channels is not None else {}),
         "layers": layers,
     }
     hardened = HardenedCheckpoint(
@@ -190,6 +212,6 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
         num_classes=ckpt.num_classes, class_names=ckpt.class_names, data=ckpt.data, pattern=hcfg.pattern,
         two_four_layers=[e["name"] for e in layers if e["pattern"] == "2:4"],
         sparsity={k: v for k, v in report.items() if k != "layers"},
-        source={"checkpoint": source_name, "method": ckpt.method["name"]},
+        source={"checkpoint": source_name, "method": ckpt.method["name"]}, channel_plan=plan,
     )
     return HardenResult(checkpoint=hardened, report=report, metrics=metrics)

@@ -4,18 +4,30 @@
 - 2:4: in every group of 4 consecutive *input channels* of a `[K, C, R, S]` conv weight, for each (k, r, s),
   at most 2 nonzeros (the axis TensorRT and `polygraphy inspect sparsity` check; peers.md 2.1). The 2 largest
   magnitudes survive. Layers TensorRT cannot run sparse are left as they are, with the reason recorded.
+- Channels (`sparsity.structure: channel`): the channels the method drops are zeroed, BN is folded, and the convs
+  are compacted physically (`channel_compact_`, on `pipeline.models.channels`).
 The 2:4 check is `pipeline.nm_sparsity.nm_violations`, BN folding `pipeline.models.folding.fold_batchnorm_`;
 `trainers.hardening` strings these steps together.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from pipeline.errors import PipelineError
+from pipeline.models.channels import (
+    channel_groups,
+    compact_,
+    conv_macs,
+    kept_from_mask,
+    model_macs,
+    zero_channels_,
+)
 from trainers.sparsity.base import SparsityMethod
 from trainers.sparsity.layers import SparseConv2d, make_plain_
 
@@ -113,3 +125,67 @@ def summarize_decisions(decisions: list[NMDecision]) -> dict[str, Any]:
     for d in decisions:
         counts[d.pattern] = counts.get(d.pattern, 0) + 1
     return counts
+
+
+# -- channel pruning ------------------------------------------------------------------------------------------
+
+
+def _param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def channel_compact_(
+    model: nn.Module,
+    method: SparsityMethod,
+    x: Tensor,
+    fold: Callable[[nn.Module, Tensor], tuple[list[str], float]] | None,
+) -> tuple[dict[str, list[int]], list[str], float, dict[str, Any]]:
+    """Harden = compact: zero the channels `method.channel_keep()` drops, fold BN (`fold`), remove them physically.
+
+    `model` holds plain hardened convs (after `harden_`). Returns the channel plan (kept indices per group, every
+    prunable group listed), the folded conv names, the fold's output change and the `channels` report section.
+    Raises RuntimeError when the compacted model's outputs differ from the zeroed model's beyond fp32 rounding.
+    """
+    keep_fn = getattr(method, "channel_keep", None)
+    if not callable(keep_fn):
+        raise PipelineError(f"sparsity method '{method.name}' gives no channel plan (channel_keep); "
+                            "use a channel method or sparsity.structure=unstructured")
+    keep = {name: kept_from_mask(k) if isinstance(k, Tensor) and k.dtype == torch.bool
+            else torch.as_tensor(k, dtype=torch.int64).reshape(-1) for name, k in keep_fn().items()}
+    prunable = {a.name for a in method.assignments if a.component is not None}
+    groups = channel_groups(model, x, prunable)
+    macs = conv_macs(model, x)
+    dense_macs, dense_params = sum(macs.values()), _param_count(model)
+    zero_channels_(model, groups, keep)
+    y_zeroed = model(x)
+    folded, fold_diff = fold(model, x) if fold is not None else ([], 0.0)
+    plan = {name: sorted(int(i) for i in k.tolist()) for name, k in keep.items()}
+    compact_(model, x, plan)
+    y_compact = model(x)
+    diff = max(float((y_zeroed[k] - y_compact[k]).abs().max() / y_zeroed[k].abs().max().clamp_min(1.0))
+               for k in y_zeroed)
+    if diff > 1e-4:
+        raise RuntimeError(f"channel compaction changed outputs by {diff:.2e} (relative): the model's channel "
+                           "coupling was not resolved exactly")
+    compact_macs = model_macs(model, x)
+    by_name = {g.name: g for g in groups}
+    report = {
+        "groups": [
+            {"name": g.name, "convs": list(g.convs), "kept": len(plan.get(g.name, range(g.size))), "total": g.size,
+             "macs_per_channel": g.macs_per_channel}
+            | ({} if g.prunable else {"reason": g.reason})
+            for g in groups if g.prunable or g.name in plan
+        ],
+        "kept_channels": sum(len(v) for v in plan.values()),
+        "total_channels": sum(by_name[n].size for n in plan),
+        "macs_dense": dense_macs,
+        "macs_compact": compact_macs,
+        "mac_fraction_removed": 1.0 - compact_macs / max(dense_macs, 1),
+        "params_dense": dense_params,
+        "params_compact": _param_count(model),
+        "param_fraction_removed": 1.0 - _param_count(model) / max(dense_params, 1),
+        "input_hw": list(x.shape[-2:]),
+        "compact_vs_zeroed_max_rel": diff,
+    }
+    return plan, folded, fold_diff, report
