@@ -40,8 +40,8 @@ SPLITS = {
 }
 
 # The default's ablations and the paper's baselines: what the test grid compares the default against.
-TEST_METHODS = ["dense", "adapmtl", "adapmtl_adaptive", "adapmtl_component", "adapmtl_layer", "str", "snip", "imp",
-                "gmp_global", "disparse_static"]
+TEST_METHODS = ["dense", "adapmtl", "adapmtl_adaptive", "adapmtl_component", "adapmtl_layer", "adapmtl_faithful", "str",
+                "snip", "imp", "gmp_global", "disparse_static"]
 TEST_SPARSITIES = [0.9, 0.97]
 
 
