@@ -16,6 +16,7 @@ from pipeline.config.loader import (
     resolve_config_source,
     yaml_load,
 )
+from pipeline.config.tasks import KIND_CHANNELS, TaskSpec, as_task_kinds, task_record
 from pipeline.config.schema import (
     DATASET_NAMES,
     TASK_KINDS,
@@ -38,6 +39,10 @@ from pipeline.config.schema import (
 
 __all__ = [
     "DATASET_NAMES",
+    "KIND_CHANNELS",
+    "TaskSpec",
+    "as_task_kinds",
+    "task_record",
     "PRESET_DIR",
     "TASK_KINDS",
     "BuildConfig",
