@@ -168,7 +168,7 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
     layers = layer_report(method, model, decisions, learned)
 
     val_set = build_dataset(cfg.data, "val", cfg.tasks)
-    metrics = evaluate(model, iter_batches(val_set, 32), list(cfg.tasks), val_set.num_classes)
+    metrics = evaluate(model, iter_batches(val_set, 32), cfg.task_kinds, val_set.num_classes)
     overall, components = _component_sparsity(layers)
     n_prunable = sum(1 for e in layers if e["component"])
     report = {

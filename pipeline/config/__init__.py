@@ -16,7 +16,6 @@ from pipeline.config.loader import (
     resolve_config_source,
     yaml_load,
 )
-from pipeline.config.tasks import KIND_CHANNELS, TaskSpec, as_task_kinds, task_record
 from pipeline.config.schema import (
     DATASET_NAMES,
     TASK_KINDS,
@@ -36,6 +35,7 @@ from pipeline.config.schema import (
     check_values,
     config_to_dict,
 )
+from pipeline.config.tasks import KIND_CHANNELS, TaskSpec, as_task_kinds, task_record
 
 __all__ = [
     "DATASET_NAMES",

@@ -47,7 +47,9 @@ def task_problems(tasks: Any) -> list[str]:
             continue
         if kind not in TASK_KINDS:
             problems.append(f"unknown kind {kind!r} of task '{name}' in 'tasks' (available: {kinds})")
-        if not isinstance(name, str) or not _NAME.match(name) or name in _RESERVED:
+        if name in TASK_KINDS and name != kind:  # a kind's name always means that kind (metrics, tolerances)
+            problems.append(f"task '{name}' in 'tasks' is named after another kind; name it differently")
+        elif not isinstance(name, str) or not _NAME.match(name) or name in _RESERVED:
             problems.append(f"task name {name!r} in 'tasks' must be a plain identifier (letters, digits, _; not "
                             f"{' or '.join(_RESERVED)}): it names an ONNX output and a batch key")
     names = [n for n, _ in pairs]
