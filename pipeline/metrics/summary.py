@@ -19,7 +19,7 @@ from typing import NotRequired, TypedDict
 from pipeline.errors import PipelineError
 
 __all__ = [
-    "METRIC_DIRECTIONS", "DeltaSummary", "delta_p", "delta_t", "metric_directions", "metric_table", "relative_changes",
+    "METRIC_DIRECTIONS", "DeltaSummary", "delta_p", "delta_t", "known_directions", "metric_directions", "metric_table", "relative_changes",
 ]
 
 # Per task KIND. +1: higher is better, -1: lower is better. Insertion order is the reporting order.
@@ -48,6 +48,14 @@ def metric_directions(task: str, values: Mapping[str, float] | None = None) -> d
             return directions
     raise ValueError(f"unknown task '{task}': its metrics {sorted(keys)} are not those of a known kind "
                      f"({', '.join(METRIC_DIRECTIONS)})")
+
+
+def known_directions(task: str, values: Mapping[str, float] | None = None) -> dict[str, int]:
+    """`metric_directions`, or {} when the kind cannot be told (reports draw what they can)."""
+    try:
+        return metric_directions(task, values)
+    except ValueError:
+        return {}
 
 
 class DeltaSummary(TypedDict):
