@@ -53,7 +53,8 @@ def check_tasks(tasks: Mapping[str, int], kinds: Mapping[str, str] | None = None
         elif not isinstance(ch, int) or isinstance(ch, bool) or ch <= 0:
             problems.append(f"task '{name}' needs a positive integer channel count, got {ch!r}")
         elif KIND_CHANNELS[kind] is not None and ch != KIND_CHANNELS[kind]:
-            problems.append(f"task '{name}' ({kind}) has {KIND_CHANNELS[kind]} output channel(s), got {ch}")
+            what = f"'{name}'" if name == kind else f"'{name}' ({kind})"
+            problems.append(f"task {what} has {KIND_CHANNELS[kind]} output channel(s), got {ch}")
     if not problems:
         problems = task_problems(kinds)  # names: plain identifiers, none named after another kind
     if problems:
