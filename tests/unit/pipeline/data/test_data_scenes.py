@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from pipeline.config import DataConfig
-from pipeline.errors import ConfigError
 from pipeline.data import TASKS, build_dataset, dataset_fingerprint, scenes
 from pipeline.data.scenes import (
     CEILING,
@@ -24,6 +23,7 @@ from pipeline.data.scenes import (
     render_scene,
     rot_y,
 )
+from pipeline.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------------------
 # helpers
