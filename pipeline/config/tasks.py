@@ -62,19 +62,19 @@ def task_problems(tasks: Any) -> list[str]:
 def as_task_kinds(tasks: TaskSpec) -> dict[str, str]:
     """`tasks` (a list of kinds, or a mapping name -> kind) as an ordered dict name -> kind.
 
+    No tasks give {} (a caller scoring no task); a config needs at least one, which `task_problems` checks.
+
     Raises:
         ConfigError: an unknown kind, a bad or repeated name (configs are validated earlier, so here it means a
             caller passed names without their kinds).
     """
-    if isinstance(tasks, Mapping):
-        out = {str(k): str(v) for k, v in tasks.items()}
-        problems = task_problems(out)
-    else:
-        listed = list(tasks)
-        problems = task_problems(listed)
-        out = {t: t for t in listed}
+    # a list of kinds, kept as a list so task_problems sees (and names) a kind listed twice
+    given: list[str] | dict[str, str] = (
+        {str(k): str(v) for k, v in tasks.items()} if isinstance(tasks, Mapping) else list(tasks))
+    problems = task_problems(given) if given else []
     if problems:
         raise ConfigError(problems[0])
+    out = given if isinstance(given, dict) else {t: t for t in given}
     return out
 
 
