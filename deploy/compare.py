@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config import TaskSpec, as_task_kinds
 from pipeline.metrics.evaluate import metrics_from_outputs
 
 MetricsFn = Callable[
@@ -65,6 +66,13 @@ class OutputComparison:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; statistics that could not be computed (NaN) become None."""
         return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in asdict(self).items()}
+
+
+def atol_by_head(atol: Mapping[str, float], kinds: Mapping[str, str]) -> dict[str, float]:
+    """Tolerances keyed by task name or kind (plus "default") resolved per head: its name's entry, else its
+    kind's, else the default; "default" is kept for outputs that are no task."""
+    out = {name: float(atol[name] if name in atol else atol.get(kind, atol["default"])) for name, kind in kinds.items()}
+    return {**out, "default": float(atol["default"])}
 
 
 def _atol_for(name: str, atol: Mapping[str, float] | float) -> float:
@@ -173,7 +181,7 @@ def format_comparisons(results: Sequence[OutputComparison]) -> str:
 
 
 def runtime_agreement(task: str, ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
-    """Agreement between two runtimes' predictions for one task, independent of ground truth."""
+    """Agreement between two runtimes' predictions for one task of kind `task`, independent of ground truth."""
     ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
     if task == "seg":
         return {"argmax_agreement_pct": float(100.0 * np.mean(ref.argmax(axis=1) == test.argmax(axis=1)))}
@@ -198,7 +206,7 @@ PIXEL_COUNT_METRICS: dict[str, tuple[str, ...]] = {
 
 
 def valid_pixel_count(task: str, target: np.ndarray, num_classes: int) -> int:
-    """Pixels the task's metrics count (the metrics' own validity rules: label in range, depth > 0, normal != 0)."""
+    """For a task of kind `task`: pixels the task's metrics count (the metrics' own validity rules: label in range, depth > 0, normal != 0)."""
     t = np.asarray(target)
     if task == "seg":
         return int(np.count_nonzero((t >= 0) & (t < num_classes)))
@@ -241,7 +249,7 @@ def task_parity(
     ref_outputs: Mapping[str, np.ndarray],
     test_outputs: Mapping[str, np.ndarray],
     targets: Mapping[str, np.ndarray],
-    tasks: Sequence[str],
+    tasks: TaskSpec,
     num_classes: int,
     *,
     metric_atol: Mapping[str, float] | float | None = None,
@@ -254,7 +262,7 @@ def task_parity(
         ref_outputs: Reference outputs over a whole split, keyed by task.
         test_outputs: Outputs under test, same keys and shapes.
         targets: Ground truth in the dataset layout (docs/architecture.md).
-        tasks: Tasks to compare.
+        tasks: Tasks to compare: name -> kind, or a list of kinds (the kind picks the agreement and pixel rules).
         num_classes: Segmentation classes.
         metric_atol: If given, a task passes when every |metric delta| is within its allowance (the module's
             metric rule; per metric name, with "default", or one value); otherwise `passed` is None.
@@ -268,27 +276,27 @@ def task_parity(
         (per metric, None = passed on flipped pixels), "valid_pixels", "flip_pixels" and, for seg, "argmax_flips".
     """
     metrics_fn = metrics_fn or metrics_from_outputs
-    tasks = list(tasks)
-    ref_m = metrics_fn(ref_outputs, targets, tasks, num_classes)
-    test_m = metrics_fn(test_outputs, targets, tasks, num_classes)
+    kinds = as_task_kinds(tasks)
+    ref_m = metrics_fn(ref_outputs, targets, kinds, num_classes)
+    test_m = metrics_fn(test_outputs, targets, kinds, num_classes)
     report: dict[str, dict[str, Any]] = {}
-    for task in tasks:
+    for task, kind in kinds.items():
         delta = {k: float(test_m[task][k] - v) for k, v in ref_m[task].items() if k in test_m[task]}
         entry: dict[str, Any] = {
             "ref": dict(ref_m[task]),
             "test": dict(test_m[task]),
             "delta": delta,
-            "agreement": runtime_agreement(task, ref_outputs[task], test_outputs[task]),
+            "agreement": runtime_agreement(kind, ref_outputs[task], test_outputs[task]),
             "passed": None,
         }
         if metric_atol is not None:
             # without targets (a custom metrics_fn) there is no pixel count: the plain metric_atol rule
-            n_valid = valid_pixel_count(task, targets[task], num_classes) if task in targets else 0
+            n_valid = valid_pixel_count(kind, targets[task], num_classes) if task in targets else 0
             flips = None
-            if task == "seg" and task in targets:
+            if kind == "seg" and task in targets:
                 flips = argmax_flips(ref_outputs[task], test_outputs[task], targets[task], num_classes)
                 entry["argmax_flips"] = flips
-            allowed = metric_allowances(task, list(delta), metric_atol, flip_pixels, n_valid, flips)
+            allowed = metric_allowances(kind, list(delta), metric_atol, flip_pixels, n_valid, flips)
             entry["passed"] = all(allowed[k] is None or abs(d) <= allowed[k] for k, d in delta.items())
             entry.update({"allowed": allowed, "valid_pixels": n_valid, "flip_pixels": flip_pixels})
         report[task] = entry

@@ -26,7 +26,7 @@ from deploy.ort_gpu import OrtGpuRunner, ort_gpu_skip_reason
 from deploy.runners import TensorRTRunner
 from deploy.runtime_check import Tolerances, check_runtime_against_reference
 from pipeline.checkpoint import HardenedCheckpoint, read_checkpoint
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, as_task_kinds
 from pipeline.errors import BackendUnavailable
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -86,7 +86,7 @@ class ReferenceData:
     inputs: Mapping[str, np.ndarray]
     outputs: Mapping[str, np.ndarray]
     targets: Mapping[str, np.ndarray] | None
-    tasks: tuple[str, ...]
+    tasks: Mapping[str, str] | tuple[str, ...]  # name -> kind (a tuple of kinds: names equal kinds)
     num_classes: int
     two_four_layers: tuple[str, ...]
     source: str  # file name of the reference outputs
@@ -105,7 +105,7 @@ def load_reference(validate_dir: str | Path, hardened_checkpoint: str | Path) ->
         inputs=load_npz(val / "inputs.npz"),
         outputs=load_npz(ref_file),
         targets=load_npz(val / "targets.npz") if (val / "targets.npz").exists() else None,
-        tasks=tuple(ckpt.tasks),
+        tasks=as_task_kinds(ckpt.tasks),
         num_classes=int(ckpt.num_classes),
         two_four_layers=tuple(ckpt.two_four_layers),
         source=ref_file.name,

@@ -6,7 +6,7 @@ engine checks use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from torch import nn
 from deploy.io import save_npz, save_polygraphy_inputs, save_polygraphy_outputs
 from deploy.runners import OnnxrtRunner, TorchRunner, run_batched
 from deploy.runtime_check import Tolerances, check_runtime_against_reference
-from pipeline.config import ValidateConfig
+from pipeline.config import TaskSpec, ValidateConfig, as_task_kinds
 
 TOLERANCE_RULE = (
     "|onnx - torch| <= atol + rtol * |torch| elementwise; metrics |delta| <= metric_atol, except pixel-count "
@@ -42,14 +42,18 @@ def compare_torch_and_onnxrt(
     model: nn.Module,
     onnx_path: Any,
     data: ImageSet,
-    tasks: Sequence[str],
+    tasks: TaskSpec,
     num_classes: int,
     vcfg: ValidateConfig,
-    metric_tasks: Sequence[str] | None = None,
+    metric_tasks: TaskSpec | None = None,
 ) -> dict[str, Any]:
-    """Both runtimes on the same images: {"ref", "test" (outputs), and `judge_outputs`'s verdict keys}."""
+    """Both runtimes on the same images: {"ref", "test" (outputs), and `judge_outputs`'s verdict keys}.
+
+    `tasks`: name -> kind (or a list of kinds) of every head; `metric_tasks`: those scored by metric (default all).
+    """
     feed = {"image": data.images}
-    with TorchRunner(model, output_names=tasks) as ref_runner:
+    kinds = as_task_kinds(tasks)
+    with TorchRunner(model, output_names=list(kinds)) as ref_runner:
         ref = run_batched(ref_runner, feed, vcfg.batch_size)
     with OnnxrtRunner(onnx_path, providers=["CPUExecutionProvider"]) as ort_runner:
         test, verdict = check_runtime_against_reference(
@@ -57,10 +61,11 @@ def compare_torch_and_onnxrt(
             feed,
             ref,
             data.targets,
-            tasks if metric_tasks is None else metric_tasks,
+            kinds if metric_tasks is None else metric_tasks,
             num_classes,
             tolerances_from_config(vcfg),
             vcfg.batch_size,
+            kinds,
         )
     return {"ref": ref, "test": test, **verdict}
 
@@ -71,7 +76,7 @@ def real_data_report(
     data: ImageSet,
     real_num_classes: int,
     source: str,
-    tasks: Sequence[str],
+    tasks: TaskSpec,
     num_classes: int,
     vcfg: ValidateConfig,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -81,8 +86,10 @@ def real_data_report(
         (the report's "real_data" entry, the comparison with "ref"/"test" outputs for saving).
     """
     # The model's classes are the training set's; NYUv2's 13 classes only line up when it was trained on them.
-    r_tasks = [t for t in tasks if t != "seg" or real_num_classes == num_classes]
-    r = compare_torch_and_onnxrt(model, onnx_path, data, tasks, num_classes, vcfg, metric_tasks=r_tasks)
+    kinds = as_task_kinds(tasks)
+    r_tasks = {t: k for t, k in kinds.items() if k != "seg" or real_num_classes == num_classes}
+    seg_tasks = [t for t, k in kinds.items() if k == "seg"]
+    r = compare_torch_and_onnxrt(model, onnx_path, data, kinds, num_classes, vcfg, metric_tasks=r_tasks)
     real = {
         "source": source,
         "samples": len(data.images),
@@ -90,12 +97,13 @@ def real_data_report(
         "heads": r["heads"],
         "metrics_agree": r["metrics_agree"],
         "parity": r["parity"],
-        "seg_compared_as": "metrics" if "seg" in r_tasks else "argmax agreement only (class sets differ)",
+        "seg_compared_as": "argmax agreement only (class sets differ)" if seg_tasks and not any(
+            t in r_tasks for t in seg_tasks) else "metrics",
     }
-    if "seg" in tasks and "seg" not in r_tasks:
-        real["seg_argmax_agreement_pct"] = float(
-            (r["ref"]["seg"].argmax(1) == r["test"]["seg"].argmax(1)).mean() * 100
-        )
+    for t in (t for t in seg_tasks if t not in r_tasks):
+        # one key per seg task; the plain name keeps the key every run before task names wrote
+        key = "seg_argmax_agreement_pct" if t == "seg" else f"{t}_argmax_agreement_pct"
+        real[key] = float((r["ref"][t].argmax(1) == r["test"][t].argmax(1)).mean() * 100)
     return real, r
 
 

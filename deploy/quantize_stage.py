@@ -12,7 +12,7 @@ Layering: `deploy` may use `exporters` (quantizer, search, ONNX export) and the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from exporters.quantize import calibration_images, quantize_int8, validate_setti
 from exporters.quantize_search import search_fp32_layers
 from exporters.simplify import simplify_onnx
 from pipeline.artifacts import atomic_write_json
-from pipeline.config import ExportConfig, QuantizeConfig
+from pipeline.config import ExportConfig, QuantizeConfig, TaskSpec
 from pipeline.data.batching import gather
 from pipeline.errors import MissingArtifactError
 from pipeline.metrics.summary import delta_t
@@ -62,7 +62,7 @@ class QuantizeResult:
     latency: dict[str, Any] = field(default_factory=dict)
 
 
-def split_arrays(dataset: Any, count: int | None, tasks: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def split_arrays(dataset: Any, count: int | None, tasks: TaskSpec) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The first `count` samples of a split (all when None) as numpy images and targets."""
     n = len(dataset) if count is None else min(count, len(dataset))
     batch = gather(dataset, torch.arange(n))
@@ -70,7 +70,7 @@ def split_arrays(dataset: Any, count: int | None, tasks: Sequence[str]) -> tuple
 
 
 def _quantize(
-    fp32: Path, out: Path, images: np.ndarray, targets: Mapping[str, np.ndarray], tasks: Sequence[str],
+    fp32: Path, out: Path, images: np.ndarray, targets: Mapping[str, np.ndarray], tasks: TaskSpec,
     num_classes: int, q: QuantizeConfig,
 ) -> dict[str, Any]:
     """Quantize (with the fp32-layer search when asked) and gate on the calibration images."""
@@ -103,7 +103,7 @@ def _quantize(
     }
 
 
-def _export_dense(model: nn.Module, tasks: Sequence[str], out: Path, ecfg: ExportConfig, hw: tuple[int, int]) -> Path:
+def _export_dense(model: nn.Module, tasks: TaskSpec, out: Path, ecfg: ExportConfig, hw: tuple[int, int]) -> Path:
     """Export the dense reference model for timing only (same exporter and simplifier as the pruned one)."""
     raw = out.with_suffix(".raw.onnx")
     example = torch.rand(2, 3, *hw)
@@ -121,7 +121,7 @@ def quantize_exported(
     out_dir: str | Path,
     q: QuantizeConfig,
     calibration: tuple[np.ndarray, Mapping[str, np.ndarray]],
-    tasks: Sequence[str],
+    tasks: TaskSpec,
     num_classes: int,
     *,
     hw: tuple[int, int],
@@ -177,7 +177,7 @@ def int8_gate_report(
     int8_path: str | Path,
     images: np.ndarray,
     targets: Mapping[str, np.ndarray],
-    tasks: Sequence[str],
+    tasks: TaskSpec,
     num_classes: int,
     q: QuantizeConfig,
     dense_metrics: Mapping[str, Mapping[str, float]] | None,

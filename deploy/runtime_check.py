@@ -6,14 +6,15 @@ GPU against the saved reference), so both judge outputs by the same rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from deploy.compare import compare_outputs, runtime_agreement, task_parity
+from deploy.compare import atol_by_head, compare_outputs, runtime_agreement, task_parity
 from deploy.runners.base import InferenceRunner, run_batched
+from pipeline.config import TaskSpec, as_task_kinds
 from pipeline.errors import PipelineError
 
 
@@ -21,7 +22,7 @@ from pipeline.errors import PipelineError
 class Tolerances:
     """Elementwise rule |test - ref| <= atol + rtol * |ref| per head, and the allowed |delta| per task metric.
 
-    `atol` maps head name to tolerance (with a "default" key); `metric_atol` is one value for every metric or a
+    `atol` maps head name or task kind to tolerance (with a "default" key); `metric_atol` is one value for every metric or a
     mapping metric name -> tolerance (with "default"). `flip_pixels` is k of `deploy.compare`'s metric rule:
     pixel-count metrics may differ by max(metric_atol, k / N * 100) points, mIoU passes when at most k pixels
     change their argmax; 0 keeps the plain |delta| <= metric_atol rule.
@@ -37,11 +38,15 @@ def judge_outputs(
     reference: Mapping[str, np.ndarray],
     outputs: Mapping[str, np.ndarray],
     targets: Mapping[str, np.ndarray] | None,
-    metric_tasks: Sequence[str],
+    metric_tasks: TaskSpec,
     num_classes: int,
     tolerances: Tolerances,
+    kinds: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compare `outputs` with `reference` per head and, with targets, per task metric; decide the verdict.
+
+    `metric_tasks`: the tasks scored by metric (name -> kind, or a list of kinds); `kinds`: name -> kind of every
+    head (default: those of `metric_tasks`; other heads are judged as generic outputs).
 
     Returns:
         {"heads": {head: OutputComparison dict}, "heads_passed", "agreement": {task: ground-truth-free agreement},
@@ -51,14 +56,17 @@ def judge_outputs(
     missing = sorted(set(reference) - set(outputs))
     if missing:
         raise PipelineError(f"runtime outputs {sorted(outputs)} lack reference head(s) {missing}")
-    heads = compare_outputs(reference, outputs, tolerances.atol, tolerances.rtol)
+    metric_kinds = as_task_kinds(metric_tasks) if metric_tasks else {}
+    kind_of = {**metric_kinds, **(kinds or {})}
+    head_kinds = {h: kind_of.get(h, h) for h in reference}
+    heads = compare_outputs(reference, outputs, atol_by_head(tolerances.atol, head_kinds), tolerances.rtol)
     parity: dict[str, Any] = {}
-    if targets is not None and metric_tasks:
+    if targets is not None and metric_kinds:
         parity = task_parity(
             reference,
             outputs,
             targets,
-            list(metric_tasks),
+            metric_kinds,
             num_classes,
             metric_atol=tolerances.metric_atol,
             flip_pixels=tolerances.flip_pixels,
@@ -68,7 +76,7 @@ def judge_outputs(
     return {
         "heads": {h.name: h.to_dict() for h in heads},
         "heads_passed": heads_passed,
-        "agreement": {task: runtime_agreement(task, ref, outputs[task]) for task, ref in reference.items()},
+        "agreement": {task: runtime_agreement(head_kinds[task], ref, outputs[task]) for task, ref in reference.items()},
         "parity": parity,
         "metrics_agree": metrics_agree,
         "passed": heads_passed and metrics_agree is not False,
@@ -80,10 +88,11 @@ def check_runtime_against_reference(
     inputs: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray],
     targets: Mapping[str, np.ndarray] | None,
-    metric_tasks: Sequence[str],
+    metric_tasks: TaskSpec,
     num_classes: int,
     tolerances: Tolerances,
     batch_size: int,
+    kinds: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run an active `runner` over `inputs` in chunks of `batch_size` and judge it against `reference`.
 
@@ -93,4 +102,4 @@ def check_runtime_against_reference(
     if not inputs:
         raise PipelineError("no inputs to check against; run `pipeline run validate` to save them")
     outputs = run_batched(runner, inputs, batch_size)
-    return outputs, judge_outputs(reference, outputs, targets, metric_tasks, num_classes, tolerances)
+    return outputs, judge_outputs(reference, outputs, targets, metric_tasks, num_classes, tolerances, kinds)

@@ -13,7 +13,7 @@ gate and the validate stage score outputs the same way. A failed gate names the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import numpy as np
 
 from deploy.compare import task_parity
 from deploy.runners import OnnxrtRunner, run_batched
+from pipeline.config import TaskSpec, as_task_kinds
 from pipeline.errors import CheckFailed, ConfigError
 
 __all__ = ["GateCheck", "GateResult", "GateTolerances", "gate_judge", "run_task_gate", "task_gate"]
@@ -124,21 +125,24 @@ def task_gate(
     fp32_outputs: Mapping[str, np.ndarray],
     int8_outputs: Mapping[str, np.ndarray],
     targets: Mapping[str, np.ndarray],
-    tasks: Sequence[str],
+    tasks: TaskSpec,
     num_classes: int,
     tolerances: GateTolerances | None = None,
 ) -> GateResult:
     """Judge int8 outputs against fp32 outputs of the same images, with their ground truth.
 
+    `tasks`: name -> kind, or a list of kinds; each task is gated by its kind's limits.
+
     Returns:
         A GateResult; `parity` holds both models' metrics, deltas and agreement per task.
     """
     tol = tolerances or GateTolerances()
-    parity = task_parity(fp32_outputs, int8_outputs, targets, list(tasks), num_classes)
+    kinds = as_task_kinds(tasks)
+    parity = task_parity(fp32_outputs, int8_outputs, targets, kinds, num_classes)
     checks: list[GateCheck] = []
-    for task in tasks:
+    for task, kind in kinds.items():
         p = parity[task]
-        if task == "seg":
+        if kind == "seg":
             checks.append(
                 GateCheck(
                     task,
@@ -149,13 +153,13 @@ def task_gate(
                 )
             )
             checks.append(GateCheck(task, "miou_drop", -p["delta"]["miou"], tol.seg_miou_drop_max, "max"))
-        elif task == "depth":
+        elif kind == "depth":
             checks.append(
                 GateCheck(
                     task, "abs_err_increase_m", p["delta"]["abs_err"], tol.depth_abs_err_increase_max_m, "max"
                 )
             )
-        elif task == "normal":
+        else:
             checks.append(
                 GateCheck(
                     task,
@@ -180,7 +184,7 @@ def run_task_gate(
     int8_path: str | Path,
     images: np.ndarray,
     targets: Mapping[str, np.ndarray],
-    tasks: Sequence[str],
+    tasks: TaskSpec,
     num_classes: int,
     tolerances: GateTolerances | None = None,
     batch_size: int = 8,
@@ -193,7 +197,7 @@ def gate_judge(
     fp32_path: str | Path,
     images: np.ndarray,
     targets: Mapping[str, np.ndarray],
-    tasks: Sequence[str],
+    tasks: TaskSpec,
     num_classes: int,
     tolerances: GateTolerances | None = None,
     batch_size: int = 8,

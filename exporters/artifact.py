@@ -30,7 +30,7 @@ from exporters.onnx_export import ExportInfo, export_onnx
 from exporters.simplify import simplify_onnx
 from pipeline.artifacts import atomic_write_json
 from pipeline.checkpoint import HardenedCheckpoint
-from pipeline.config import ExportConfig
+from pipeline.config import ExportConfig, as_task_kinds
 from pipeline.errors import CheckFailed
 from pipeline.models.factory import example_image
 from pipeline.models.hardened import load_hardened
@@ -54,6 +54,7 @@ def export_metadata(ckpt: HardenedCheckpoint, source_run: str, height: int, widt
     """The ONNX metadata_props taken from a hardened checkpoint (class names, sparsity, provenance)."""
     sparsity = ckpt.sparsity
     return {
+        "task_kinds": as_task_kinds(ckpt.tasks),
         "class_names": ckpt.class_names,
         "num_classes": ckpt.num_classes,
         "sparsity": {k: sparsity[k] for k in ("pattern", "target", "overall", "components") if k in sparsity},
@@ -78,7 +79,7 @@ def _export_simplified(
     info = export_onnx(
         model,
         raw_path,
-        task_names=ckpt.tasks,
+        task_names=list(ckpt.tasks),
         example_input=example,
         opset=ecfg.opset,
         exporter=ecfg.exporter,

@@ -5,12 +5,13 @@ Keys written by `export_onnx` (values are strings; lists and dicts are JSON):
 | key | example |
 |---|---|
 | `producer` | `mtl-compress` |
-| `tasks` | `["seg", "depth", "normal"]` (the output order) |
+| `tasks` | `["seg", "depth", "normal"]` (the task names = output names, in output order) |
 | `input_name`, `input_format` | `image`, `RGB float32 [0,1] NCHW` (the model normalises internally) |
 | `exporter`, `opset`, `ir_version`, `torch_version` | `dynamo`, `18`, `10`, `2.13.0+cpu` |
 | `max_batch`, `dynamic_hw` | `64`, `false` |
 
-Callers add their own keys through `metadata=`; the conventional ones are `class_names` (JSON list),
+Callers add their own keys through `metadata=`; the conventional ones are `task_kinds` (JSON object name -> kind,
+e.g. `{"semantic": "seg", "z": "depth"}`), `class_names` (JSON list),
 `sparsity` (JSON summary) and `source_run` (run id or path). The simplify step adds `simplifier`.
 """
 

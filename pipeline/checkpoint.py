@@ -91,7 +91,7 @@ class TrainCheckpoint:
     model: dict[str, Any]  # {"name", "kwargs"}: create_model(**model) rebuilds the architecture
     state_dict: dict[str, Any]
     method: dict[str, Any]  # {"name", "state"}
-    tasks: list[str]
+    tasks: list[str] | dict[str, str]  # task names; the mapping name -> kind when a name is not its kind
     num_classes: int
     class_names: list[str]
     data: dict[str, Any]  # {"name", "fingerprint", "height", "width"}
@@ -109,7 +109,7 @@ class HardenedCheckpoint:
     model: dict[str, Any]
     state_dict: dict[str, Any]
     bn_folded: list[str]
-    tasks: list[str]
+    tasks: list[str] | dict[str, str]  # task names; the mapping name -> kind when a name is not its kind
     num_classes: int
     class_names: list[str]
     data: dict[str, Any]

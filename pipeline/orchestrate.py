@@ -123,7 +123,8 @@ def check_device(cfg: RunConfig) -> None:
         if cfg.model.factory:  # a user's model: importable now; its outputs are checked when it is built
             resolve_factory(cfg.model.factory, "model.factory")
         else:
-            create_model(cfg.model.name, task_channels(cfg.tasks, cfg.data.num_classes), **cfg.model.kwargs)
+            create_model(cfg.model.name, task_channels(cfg.task_kinds, cfg.data.num_classes), kinds=cfg.task_kinds,
+                         **cfg.model.kwargs)
     _check_dense_reference(cfg.dense_reference)
 
 

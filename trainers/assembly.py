@@ -30,9 +30,9 @@ def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     A `model.factory` model is called with `model.kwargs` only; its outputs are checked once here against the
     configured tasks and the data size (one-line ConfigError when they do not match).
     """
-    channels = task_channels(cfg.tasks, num_classes)
+    channels = task_channels(cfg.task_kinds, num_classes)
     if cfg.model.factory is None:
-        return create_model(cfg.model.name, channels, **cfg.model.kwargs)
+        return create_model(cfg.model.name, channels, kinds=cfg.task_kinds, **cfg.model.kwargs)
     model = build_factory_model(cfg.model.factory, cfg.model.kwargs)
     check_model_outputs(model, channels, cfg.data.height, cfg.data.width)
     return model
@@ -68,17 +68,17 @@ def assemble_trainer(
       method prescribes (static for a given method, which prescribes none). `trainer.weighting.kind` tells
       which was used.
     - `train`, `lr`, `steps`: override `cfg.train`, its learning rate and its step count (fine-tuning).
-    The objective is `MultiTaskLoss(cfg.tasks, cfg.train.depth_loss)`; the optimizer is the Trainer's Adam.
+    The objective is `MultiTaskLoss(cfg.task_kinds, cfg.train.depth_loss)`; the optimizer is the Trainer's Adam.
     """
     train = train if train is not None else cfg.train
     prescribed = "static"
     if method is None:
         method, spec = build_method(cfg.sparsity, steps if steps is not None else train.steps)
         prescribed = spec.weighting
-    method.attach(model, list(cfg.tasks))
+    method.attach(model, cfg.task_names)
     kind = weighting if weighting is not None else cfg.train.weighting.kind
     if kind == "auto":
         kind = prescribed
-    task_weighting = build_weighting(kind, list(cfg.tasks), cfg.train.weighting)
-    objective = MultiTaskLoss(cfg.tasks, cfg.train.depth_loss)
+    task_weighting = build_weighting(kind, cfg.task_names, cfg.train.weighting)
+    objective = MultiTaskLoss(cfg.task_kinds, cfg.train.depth_loss)
     return Trainer(model, method, task_weighting, objective, dataset, train, lr=lr, steps=steps)

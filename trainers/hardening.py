@@ -188,7 +188,7 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
                 e["pattern"], e["reason"] = "channel", "channel pruned" if e["shape"] != e["dense_shape"] else "all kept"
 
     val_set = build_dataset(cfg.data, "val", cfg.tasks)
-    metrics = evaluate(model, iter_batches(val_set, 32), list(cfg.tasks), val_set.num_classes)
+    metrics = evaluate(model, iter_batches(val_set, 32), cfg.task_kinds, val_set.num_classes)
     overall, components = _component_sparsity(layers, method if plan is not None else None)
     n_prunable = sum(1 for e in layers if e["component"])
     report = {

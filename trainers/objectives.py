@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.config import TaskSpec, as_task_kinds
+
 
 def seg_loss(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits, target, ignore_index=-1)
@@ -31,21 +33,23 @@ def normal_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 
 class MultiTaskLoss:
-    """Returns unweighted per-task losses; weighting is the trainer's concern."""
+    """Returns unweighted per-task losses (keyed by task name, chosen by kind); weighting is the trainer's concern.
 
-    def __init__(self, tasks: list[str], depth_kind: str = "log_l1"):
-        self.tasks = list(tasks)
+    `tasks`: name -> kind (`RunConfig.task_kinds`), or a list of kinds.
+    """
+
+    def __init__(self, tasks: TaskSpec, depth_kind: str = "log_l1"):
+        self.kinds = as_task_kinds(tasks)
+        self.tasks = list(self.kinds)
         self.depth_kind = depth_kind
 
     def __call__(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         losses = {}
-        for t in self.tasks:
-            if t == "seg":
+        for t, kind in self.kinds.items():
+            if kind == "seg":
                 losses[t] = seg_loss(outputs[t], batch[t])
-            elif t == "depth":
+            elif kind == "depth":
                 losses[t] = depth_loss(outputs[t], batch[t], self.depth_kind)
-            elif t == "normal":
-                losses[t] = normal_loss(outputs[t], batch[t])
             else:
-                raise KeyError(f"no loss for task '{t}'")
+                losses[t] = normal_loss(outputs[t], batch[t])
         return losses

@@ -26,7 +26,7 @@ from pipeline.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from pipeline.config import RunConfig, config_to_dict
+from pipeline.config import RunConfig, config_to_dict, task_record
 from pipeline.data import build_dataset, dataset_fingerprint
 from pipeline.data.batching import iter_batches
 from pipeline.errors import PipelineError
@@ -109,8 +109,8 @@ def train_run(cfg: RunConfig, out_dir: Path, progress: bool = True) -> dict[str,
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
-    train_set = build_dataset(cfg.data, "train", cfg.tasks)
-    val_set = build_dataset(cfg.data, "val", cfg.tasks)
+    train_set = build_dataset(cfg.data, "train", cfg.task_kinds)
+    val_set = build_dataset(cfg.data, "val", cfg.task_kinds)
     trainer = assemble_trainer(cfg, _initial_model(cfg, train_set.num_classes), train_set)
 
     fingerprint = training_fingerprint(cfg)
@@ -125,7 +125,7 @@ def train_run(cfg: RunConfig, out_dir: Path, progress: bool = True) -> dict[str,
     trainer.run(checkpoint=save_resume, progress=progress)
     seconds = time.perf_counter() - t0
 
-    metrics = evaluate(trainer.model, iter_batches(val_set, max(cfg.train.batch_size, 16)), list(cfg.tasks), val_set.num_classes, cfg.train.device)
+    metrics = evaluate(trainer.model, iter_batches(val_set, max(cfg.train.batch_size, 16)), cfg.task_kinds, val_set.num_classes, cfg.train.device)
     report = sparsity_report(trainer.method)
     result = {
         "metrics": metrics,
@@ -156,7 +156,7 @@ def _write_outputs(
             model=dict(model.spec),
             state_dict=model.state_dict(),
             method={"name": method.name, "state": method.state_dict()},
-            tasks=list(cfg.tasks),
+            tasks=task_record(cfg.task_kinds),
             num_classes=val_set.num_classes,
             class_names=list(val_set.class_names),
             data={"name": cfg.data.name, "fingerprint": dataset_fingerprint(cfg.data),

@@ -1,7 +1,9 @@
 """A user's own dataset factory: `make_dataset(split, tasks, **data.kwargs)` -> a torch Dataset of dict samples.
 
-Each sample is `{"image": float32 [3, H, W] in [0, 1], <task>: target}` with `seg` int64 `[H, W]`, `depth`
-float32 `[1, H, W]` in metres, `normal` float32 `[3, H, W]` unit vectors. The dataset has `num_classes`.
+`tasks` is the config's `tasks`: a list of kinds, or a mapping task name -> kind (`{semantic: seg, z: depth}`).
+Each sample is `{"image": float32 [3, H, W] in [0, 1], <task name>: target}` with the target in its kind's format:
+`seg` int64 `[H, W]`, `depth` float32 `[1, H, W]` in metres, `normal` float32 `[3, H, W]` unit vectors. The dataset
+has `num_classes`.
 Here the samples are synthetic (a tilted floor with coloured stripes) so the example needs no download.
 """
 
@@ -13,8 +15,10 @@ from torch.utils.data import Dataset
 
 
 class StripesDataset(Dataset):
-    def __init__(self, size: int, tasks: list[str], height: int, width: int, num_classes: int, seed: int) -> None:
-        self.tasks, self.num_classes = list(tasks), num_classes
+    def __init__(self, size: int, tasks: list[str] | dict[str, str], height: int, width: int, num_classes: int,
+                 seed: int) -> None:
+        self.kinds = dict(tasks) if isinstance(tasks, dict) else {t: t for t in tasks}  # name -> kind
+        self.num_classes = num_classes
         self.class_names = [f"stripe_{i}" for i in range(num_classes)]
         gen = torch.Generator().manual_seed(seed)
         self.phase = torch.rand(size, generator=gen)
@@ -33,10 +37,10 @@ class StripesDataset(Dataset):
         depth = (1.0 + self.slope[i] * 3 * (1 - y))[None]
         normal = F.normalize(torch.stack([torch.zeros_like(y), -torch.ones_like(y), self.slope[i] * torch.ones_like(y)]), dim=0)
         targets = {"seg": seg, "depth": depth, "normal": normal}
-        return {"image": colour.float(), **{t: targets[t] for t in self.tasks}}
+        return {"image": colour.float(), **{name: targets[kind] for name, kind in self.kinds.items()}}
 
 
-def make_dataset(split: str, tasks: list[str], num_classes: int = 5, height: int = 32, width: int = 32,
+def make_dataset(split: str, tasks: list[str] | dict[str, str], num_classes: int = 5, height: int = 32, width: int = 32,
                  train_size: int = 64, val_size: int = 16) -> StripesDataset:
     """The factory `data.factory` names: called with (split, tasks) plus `data.kwargs`."""
     size = train_size if split == "train" else val_size

@@ -35,9 +35,14 @@ from pipeline.config.schema import (
     check_values,
     config_to_dict,
 )
+from pipeline.config.tasks import KIND_CHANNELS, TaskSpec, as_task_kinds, task_record
 
 __all__ = [
     "DATASET_NAMES",
+    "KIND_CHANNELS",
+    "TaskSpec",
+    "as_task_kinds",
+    "task_record",
     "PRESET_DIR",
     "TASK_KINDS",
     "BuildConfig",

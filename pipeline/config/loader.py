@@ -229,7 +229,7 @@ def resolve_config_source(source: str | None, _seen: tuple[str, ...] = ()) -> di
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("kwargs", "atol", "priority"):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("kwargs", "atol", "priority", "tasks"):
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
@@ -247,6 +247,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         key, raw = item.split("=", 1)
         try:
             value = yaml_load(raw) if raw != "" else None
+        except yaml.constructor.ConstructorError as e:  # e.g. a mapping naming a key twice
+            problems.append(f"override '{item}': {e.problem}")
+            continue
         except yaml.YAMLError:
             value = raw
         parts = [p for p in key.strip().split(".") if p]

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-TASK_KINDS = ("seg", "depth", "normal")
+from pipeline.config.tasks import TASK_KINDS, as_task_kinds, task_problems
+
 DatasetName = Literal["scenes", "nyuv2_mtan", "nyuv2_png"]
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 
@@ -62,16 +63,16 @@ DEVICE = Domain("'cpu', 'cuda' or 'cuda:<index>'", lambda v: re.fullmatch(r"cpu|
                 "bogus")
 BETAS = Domain("two numbers in [0, 1), e.g. [0.9, 0.999]", lambda v: all(_finite(b) and 0 <= b < 1 for b in v),
                (2.0, 2.0))
+# Tolerance keys are task names or kinds (a kind's entry covers its tasks); which exist is a cross-field check.
 TOLERANCES = Domain(
-    "a map with a 'default' entry and finite tolerances >= 0 per task, e.g. {default: 1e-4}",
-    lambda v: "default" in v and all(k == "default" or k in TASK_KINDS for k in v)
-    and all(_finite(x) and x >= 0 for x in v.values()),
+    "a map with a 'default' entry and finite tolerances >= 0 per task name or kind, e.g. {default: 1e-4}",
+    lambda v: "default" in v and all(_finite(x) and x >= 0 for x in v.values()),
     {"default": math.nan},
 )
 PRIORITY = Domain(
-    f"a map from task ({', '.join(TASK_KINDS)}) to a finite weight >= 0",
-    lambda v: all(k in TASK_KINDS and _finite(x) and x >= 0 for k, x in v.items()),
-    {"edges": -1.0},
+    "a map from task name to a finite weight >= 0",
+    lambda v: all(_finite(x) and x >= 0 for x in v.values()),
+    {"seg": -1.0},
 )
 BATCHES = Domain("a non-empty list of positive batch sizes", lambda v: bool(v) and all(_finite(b) and b > 0 for b in v),
                  [0])
@@ -263,7 +264,9 @@ class QuantizeConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    tasks: list[str] = field(default_factory=lambda: list(TASK_KINDS))
+    # The heads: a list of kinds (names equal kinds) or an ordered mapping name -> kind, as written (so list-form
+    # configs keep their fingerprints). Read `task_names` / `task_kinds`, not this union.
+    tasks: list[str] | dict[str, str] = field(default_factory=lambda: list(TASK_KINDS))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -274,6 +277,16 @@ class RunConfig:
     build: BuildConfig = field(default_factory=BuildConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     dense_reference: str | None = None  # run dir of a dense run for delta_t / delta_p; "auto": train one
+
+    @property
+    def task_names(self) -> list[str]:
+        """Head names in output order (the keys of outputs, batches, metrics and ONNX outputs)."""
+        return list(self.tasks)
+
+    @property
+    def task_kinds(self) -> dict[str, str]:
+        """Ordered task name -> kind (`seg`, `depth`, `normal`)."""
+        return as_task_kinds(self.tasks)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -372,7 +385,14 @@ def _cross_field_problems(cfg: RunConfig) -> list[str]:
         )
     unknown = [t for t in cfg.train.weighting.priority if t not in cfg.tasks]
     if unknown:
-        problems.append(f"'train.weighting.priority' names {unknown}, not in 'tasks' {cfg.tasks}")
+        problems.append(f"'train.weighting.priority' names {unknown}, not in 'tasks' {cfg.task_names}")
+    known = {"default", *cfg.tasks}
+    for where, atol in (("validate.atol", cfg.validate.atol), ("build.atol", cfg.build.atol)):
+        # a kind the run does not use is harmless (the default build.atol names seg); a stray name is a typo
+        stray = [k for k in atol if k not in known and k not in TASK_KINDS]
+        if stray:
+            problems.append(f"'{where}' names {stray}: keys are 'default', task names ({', '.join(cfg.tasks)}) "
+                            "or kinds")
     if cfg.export.exporter == "torchscript" and cfg.export.opset > 20:
         problems.append(f"'export.opset' = {cfg.export.opset}: the TorchScript exporter writes opset 20 at most")
     d = cfg.data
@@ -395,14 +415,7 @@ def check_values(
     cfg: RunConfig, *, models: Iterable[str] | None = None, methods: Iterable[str] | None = None
 ) -> list[str]:
     """Every field against its domain, then the cross-field rules (names too, when registries are given)."""
-    problems: list[str] = []
-    if not cfg.tasks:
-        problems.append("'tasks' is empty; name at least one of " + ", ".join(TASK_KINDS))
-    for t in cfg.tasks:
-        if t not in TASK_KINDS:
-            problems.append(f"unknown task '{t}' in 'tasks' (available: {', '.join(TASK_KINDS)})")
-    if len(set(cfg.tasks)) != len(cfg.tasks):
-        problems.append(f"'tasks' lists a task twice: {cfg.tasks}")
+    problems = task_problems(cfg.tasks)
     problems += check_registered_names(cfg, models=models, methods=methods)
     problems += check_factory_fields(cfg)
     domain = field_problems(cfg)

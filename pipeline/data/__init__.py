@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.config import DataConfig
+from pipeline.config import DataConfig, TaskSpec, as_task_kinds, task_record
 from pipeline.data import scenes
 from pipeline.data.base import (
     NYU13_CLASS_NAMES,
     TASKS,
     MultiTaskTensorDataset,
+    NamedTasks,
     check_tasks,
     nhwc_to_tensor,
     renormalise,
@@ -40,10 +41,12 @@ __all__ = [
     "MultiTaskTensorDataset",
     "build_dataset",
     "build_scenes",
+    "builtin_kinds",
     "dataset_fingerprint",
     "find_realdata",
     "gather",
     "iter_batches",
+    "with_task_names",
 ]
 
 SPLITS = ("train", "val")
@@ -69,13 +72,14 @@ def build_scenes(cfg: DataConfig, split: str, tasks: Iterable[str]) -> MultiTask
     )
 
 
-def build_dataset(cfg: DataConfig, split: str, tasks: Iterable[str]) -> Dataset:
+def build_dataset(cfg: DataConfig, split: str, tasks: TaskSpec) -> Dataset:
     """Build the dataset named by `cfg.name` for one split.
 
     Args:
         cfg: data settings; `height`/`width` set the output size of every dataset (real data is resized).
         split: "train" or "val".
-        tasks: which of seg/depth/normal each sample carries besides `image`.
+        tasks: the run's tasks (`RunConfig.task_kinds`, or a list of kinds): samples carry `image` plus one target
+            per task name, in the format of its kind. Built-in datasets produce kinds; they are renamed here.
 
     Returns:
         A map-style dataset of dict samples with attributes `num_classes`, `class_names` and `name`.
@@ -86,9 +90,26 @@ def build_dataset(cfg: DataConfig, split: str, tasks: Iterable[str]) -> Dataset:
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    tasks = check_tasks(tasks)
+    task_kinds = as_task_kinds(tasks)
     if cfg.factory is not None:
-        return build_factory_dataset(cfg, split, tasks)
+        return build_factory_dataset(cfg, split, task_record(task_kinds))
+    return with_task_names(_build_builtin(cfg, split, builtin_kinds(task_kinds)), task_kinds)
+
+
+def builtin_kinds(tasks: TaskSpec) -> list[str]:
+    """The kinds a built-in dataset is asked for: each once, in task order, even when two tasks share one."""
+    return list(dict.fromkeys(as_task_kinds(tasks).values()))
+
+
+def with_task_names(dataset: Dataset, tasks: TaskSpec) -> Dataset:
+    """A built-in dataset (samples keyed by kind) with samples keyed by the task names (itself when names are
+    kinds)."""
+    kinds = as_task_kinds(tasks)
+    return dataset if all(n == k for n, k in kinds.items()) else NamedTasks(dataset, kinds)
+
+
+def _build_builtin(cfg: DataConfig, split: str, tasks: list[str]) -> Dataset:
+    tasks = check_tasks(tasks)
     if cfg.name == "scenes":
         return build_scenes(cfg, split, tasks)
     if cfg.name == "nyuv2_mtan":

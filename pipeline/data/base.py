@@ -184,3 +184,34 @@ class MultiTaskTensorDataset(Dataset):
 def nhwc_to_tensor(array: np.ndarray) -> torch.Tensor:
     """`[N, H, W, C]` numpy array to a contiguous `[N, C, H, W]` tensor (copies, so the array may be freed)."""
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 1)))
+
+
+class NamedTasks(Dataset):
+    """A built-in dataset (samples keyed by kind) seen through the run's task names: `sample[name] = sample[kind]`.
+
+    Two names of one kind share the kind's target. Attributes (`num_classes`, `class_names`, `name`, ...) are the
+    wrapped dataset's; its `get_batch` fast path is kept.
+    """
+
+    def __init__(self, dataset: Dataset, kinds: dict[str, str]) -> None:
+        self.dataset = dataset
+        self.kinds = dict(kinds)
+
+    def _rename(self, sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"image": sample["image"], **{name: sample[kind] for name, kind in self.kinds.items()}}
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self._rename(self.dataset[index])
+
+    def __getattr__(self, attr: str) -> object:
+        if attr in ("dataset", "kinds", "get_batch") or attr.startswith("__"):  # not set yet / no fast path
+            if attr == "get_batch" and hasattr(self.__dict__.get("dataset"), "get_batch"):
+                return lambda indices: self._rename(self.dataset.get_batch(indices))
+            raise AttributeError(attr)
+        return getattr(self.dataset, attr)
+
+    def __repr__(self) -> str:
+        return f"NamedTasks({self.dataset!r}, {self.kinds})"

@@ -10,6 +10,7 @@ from pipeline.metrics.summary import (
     DeltaSummary,
     delta_p,
     delta_t,
+    metric_directions,
     metric_table,
     relative_changes,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "delta_t",
     "evaluate",
     "make_metrics",
+    "metric_directions",
     "metric_table",
     "metrics_from_outputs",
     "relative_changes",

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.config import TaskSpec, as_task_kinds
 from pipeline.metrics.base import Metric, as_tensor
 from pipeline.metrics.depth import DepthMetric
 from pipeline.metrics.normals import NormalMetric
@@ -19,35 +20,38 @@ __all__ = ["evaluate", "make_metrics", "metrics_from_outputs"]
 ArrayLike = torch.Tensor | np.ndarray
 
 
-def make_metrics(tasks: Iterable[str], num_classes: int) -> dict[str, Metric]:
-    """One fresh accumulator per task, in task order.
+def make_metrics(tasks: TaskSpec, num_classes: int) -> dict[str, Metric]:
+    """One fresh accumulator per task name, of its kind's metric, in task order.
+
+    Args:
+        tasks: a mapping task name -> kind (`RunConfig.task_kinds`), or a list of kinds (names equal kinds).
 
     Raises:
-        ValueError: a task that is not seg, depth or normal.
+        ValueError: a task that is not of kind seg, depth or normal.
     """
     factories = {"seg": lambda: SegMetric(num_classes), "depth": DepthMetric, "normal": NormalMetric}
-    out: dict[str, Metric] = {}
-    for task in tasks:
-        if task not in factories:
-            raise ValueError(f"no metric for task '{task}' (known: {', '.join(factories)})")
-        out[task] = factories[task]()
-    return out
+    if not isinstance(tasks, Mapping):
+        tasks = list(tasks)
+        unknown = [t for t in tasks if t not in factories]
+        if unknown:
+            raise ValueError(f"no metric for task '{unknown[0]}' (known: {', '.join(factories)})")
+    return {task: factories[kind]() for task, kind in as_task_kinds(tasks).items()}
 
 
 def evaluate(
     model: nn.Module,
     loader: Iterable[Mapping[str, Any]],
-    tasks: Iterable[str],
+    tasks: TaskSpec,
     num_classes: int,
     device: str | torch.device = "cpu",
 ) -> dict[str, dict[str, float]]:
     """Metrics of `model` over every batch of `loader` (batches are dicts: `image` plus one target per task).
 
     The model runs in eval mode under `torch.no_grad()`; its previous training mode is restored afterwards,
-    even on error. Returns task -> metric -> value.
+    even on error. `tasks`: name -> kind, or a list of kinds. Returns task name -> metric -> value.
     """
-    tasks = list(tasks)
     metrics = make_metrics(tasks, num_classes)
+    tasks = list(metrics)
     was_training = model.training
     model.eval()
     try:
@@ -64,7 +68,7 @@ def evaluate(
 def metrics_from_outputs(
     outputs: Mapping[str, ArrayLike],
     targets: Mapping[str, ArrayLike],
-    tasks: Iterable[str],
+    tasks: TaskSpec,
     num_classes: int,
     chunk: int = 16,
 ) -> dict[str, dict[str, float]]:
@@ -74,12 +78,12 @@ def metrics_from_outputs(
         outputs: task -> `[N, ...]` array as the model emits it (seg logits, depth metres, unit normals);
             FP16 arrays are promoted to float32.
         targets: task -> `[N, ...]` ground truth in the dataset batch format.
-        tasks: tasks to score.
+        tasks: tasks to score: name -> kind, or a list of kinds.
         num_classes: segmentation classes.
         chunk: samples per update, bounding the temporary float64 memory.
     """
-    tasks = list(tasks)
     metrics = make_metrics(tasks, num_classes)
+    tasks = list(metrics)
     for task in tasks:
         if task not in outputs or task not in targets:
             raise ValueError(

@@ -18,9 +18,11 @@ from typing import NotRequired, TypedDict
 
 from pipeline.errors import PipelineError
 
-__all__ = ["METRIC_DIRECTIONS", "DeltaSummary", "delta_p", "delta_t", "metric_table", "relative_changes"]
+__all__ = [
+    "METRIC_DIRECTIONS", "DeltaSummary", "delta_p", "delta_t", "known_directions", "metric_directions", "metric_table", "relative_changes",
+]
 
-# +1: higher is better, -1: lower is better. Insertion order is the reporting order.
+# Per task KIND. +1: higher is better, -1: lower is better. Insertion order is the reporting order.
 METRIC_DIRECTIONS: dict[str, dict[str, int]] = {
     "seg": {"miou": +1, "pix_acc": +1},
     "depth": {"abs_err": -1, "rel_err": -1, "delta1": +1, "delta2": +1, "delta3": +1},
@@ -28,6 +30,32 @@ METRIC_DIRECTIONS: dict[str, dict[str, int]] = {
 }
 
 Metrics = Mapping[str, Mapping[str, float]]
+
+
+def metric_directions(task: str, values: Mapping[str, float] | None = None) -> dict[str, int]:
+    """The metric directions of a task: by name when it is a kind (a task named after a kind is of that kind),
+    else by the kind whose metric names its `values` carry (metric tables are keyed by task name, and the kinds'
+    metric names are disjoint).
+
+    Raises:
+        ValueError: neither tells the kind.
+    """
+    if task in METRIC_DIRECTIONS:
+        return METRIC_DIRECTIONS[task]
+    keys = set(values or ())
+    for directions in METRIC_DIRECTIONS.values():
+        if keys and set(directions) <= keys:
+            return directions
+    raise ValueError(f"unknown task '{task}': its metrics {sorted(keys)} are not those of a known kind "
+                     f"({', '.join(METRIC_DIRECTIONS)})")
+
+
+def known_directions(task: str, values: Mapping[str, float] | None = None) -> dict[str, int]:
+    """`metric_directions`, or {} when the kind cannot be told (reports draw what they can)."""
+    try:
+        return metric_directions(task, values)
+    except ValueError:
+        return {}
 
 
 class DeltaSummary(TypedDict):
@@ -48,12 +76,11 @@ def _changes(metrics: Metrics, dense: Metrics) -> tuple[dict[str, dict[str, floa
     out: dict[str, dict[str, float]] = {}
     undefined: dict[str, str] = {}
     for task, values in metrics.items():
-        if task not in METRIC_DIRECTIONS:
-            raise ValueError(f"unknown task '{task}' (known: {', '.join(METRIC_DIRECTIONS)})")
+        directions = metric_directions(task, values)
         if task not in dense:
             raise PipelineError(f"the dense baseline has no metrics for task '{task}'")
         out[task] = {}
-        for name, sign in METRIC_DIRECTIONS[task].items():
+        for name, sign in directions.items():
             if name not in values:
                 raise ValueError(f"{task}.{name} missing from the model metrics")
             if name not in dense[task]:
@@ -119,9 +146,10 @@ def metric_table(
     if not rows:
         return ""
     tasks = list(tasks or next(iter(rows.values())))
+    directions = {t: metric_directions(t, next((m[t] for m in rows.values() if t in m), None)) for t in tasks}
     header = ["model"]
     for t in tasks:
-        header += [f"{t}.{m}{'↑' if s > 0 else '↓'}" for m, s in METRIC_DIRECTIONS[t].items()]
+        header += [f"{t}.{m}{'↑' if s > 0 else '↓'}" for m, s in directions[t].items()]
         header += [f"ΔT {t}"] if dense is not None else []
     header += ["ΔT"] if dense is not None else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -132,7 +160,7 @@ def metric_table(
             dt = None
         cells = [label]
         for t in tasks:
-            cells += [f"{m[t][k]:.4g}" if t in m and k in m[t] else "–" for k in METRIC_DIRECTIONS[t]]
+            cells += [f"{m[t][k]:.4g}" if t in m and k in m[t] else "–" for k in directions[t]]
             if dense is not None:
                 cells.append(f"{dt['per_task'][t]:+.2f}" if dt and t in dt["per_task"] else "–")
         if dense is not None:

@@ -61,14 +61,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def create_model(name: str, tasks: Mapping[str, int] | None = None, **kwargs: Any) -> MultiTaskNet:
+def create_model(
+    name: str, tasks: Mapping[str, int] | None = None, kinds: Mapping[str, str] | None = None, **kwargs: Any
+) -> MultiTaskNet:
     """Build a registered model.
 
     Both `create_model(spec["name"], **spec["kwargs"])` and `create_model(**spec)` rebuild from a spec.
 
     Args:
         name: registry name (see `list_models()`).
-        tasks: task -> output channels, e.g. {"seg": 7, "depth": 1, "normal": 3}; order is output order.
+        tasks: task name -> output channels, e.g. {"seg": 7, "depth": 1, "normal": 3}; order is output order.
+        kinds: task name -> kind when names differ from kinds (e.g. {"semantic": "seg"}); None: names are kinds.
+            Recorded in the spec only when some name differs from its kind.
         **kwargs: factory overrides (e.g. `head_width=32`); must be plain JSON values.
 
     Returns:
@@ -80,22 +84,24 @@ def create_model(name: str, tasks: Mapping[str, int] | None = None, **kwargs: An
     if tasks is None and set(kwargs) == {"kwargs"} and isinstance(kwargs["kwargs"], Mapping):
         kwargs = dict(kwargs["kwargs"])  # called as create_model(**spec)
         tasks = kwargs.pop("tasks", None)
+        kinds = kwargs.pop("kinds", None)
     if tasks is None:
         raise ConfigError(f"model '{name}' needs tasks, e.g. {{'seg': 7, 'depth': 1, 'normal': 3}}")
     _load_builtin()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model '{name}' (available: {', '.join(sorted(_REGISTRY))})")
-    tasks = check_tasks(tasks)
+    tasks = check_tasks(tasks, kinds)
+    kinds = dict(kinds) if kinds is not None and any(n != k for n, k in kinds.items()) else None
     factory = _REGISTRY[name]
     params = inspect.signature(factory).parameters
     accepted = [p for p in params if p != "tasks"]
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        bad = [k for k in kwargs if k not in params or k == "tasks"]
+        bad = [k for k in kwargs if k not in params or k in ("tasks", "kinds")]
         if bad:
             raise ConfigError(
                 f"model '{name}' has no option(s) {', '.join(map(repr, bad))} (available: {', '.join(accepted)})"
             )
-    spec = {"name": name, "kwargs": _plain({"tasks": tasks, **kwargs})}
+    spec = {"name": name, "kwargs": _plain({"tasks": tasks, **({"kinds": kinds} if kinds else {}), **kwargs})}
     try:
         json.dumps(spec)
     except (TypeError, ValueError):
@@ -107,6 +113,8 @@ def create_model(name: str, tasks: Mapping[str, int] | None = None, **kwargs: An
     except ValueError as e:  # a bad option value (e.g. three widths): a config problem, not a crash
         raise ConfigError(f"model '{name}': {e}") from None
     _check_layers(name, kwargs, model)
+    if kinds is not None:
+        model.set_task_kinds(kinds)
     model.spec = spec
     return model
 

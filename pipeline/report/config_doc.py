@@ -42,7 +42,8 @@ MEANINGS: dict[str, str] = {
     "quantize.latency_warmup": "untimed runs before timing",
     "quantize.latency_rounds": "interleaved rounds over the models (fair ratios on a noisy machine)",
     "quantize.latency_iters": "timed runs per model per round",
-    "tasks": "task heads to train, in this order; a subset of seg, depth, normal",
+    "tasks": "task heads to train, in this order: a list of kinds (seg, depth, normal), or a mapping name -> kind "
+             "such as `{semantic: seg, z: depth}` (names key outputs, metrics, ONNX outputs and tolerances)",
     "data": "the dataset",
     "data.name": "dataset: scenes (procedural, cached), nyuv2_mtan (npy folders under root), nyuv2_png (real sample)",
     "data.height": "input height in pixels (images are rendered or resized to it)",
@@ -97,7 +98,7 @@ MEANINGS: dict[str, str] = {
     "validate": "ONNX Runtime vs PyTorch check",
     "validate.samples": "held-out images compared",
     "validate.batch_size": "images per inference call",
-    "validate.atol": "absolute tolerance per head (`default` for the others)",
+    "validate.atol": "absolute tolerance per head, keyed by task name or kind (`default` for the others)",
     "validate.rtol": "relative tolerance",
     "validate.metric_atol": "largest allowed task-metric difference",
     "validate.real_data": "real-image folder to check too; `auto`: the NYUv2 sample when one is installed; null to skip",
@@ -114,7 +115,7 @@ MEANINGS: dict[str, str] = {
     "build.latency_batches": "batch sizes timed",
     "build.warmup": "untimed runs before timing",
     "build.iters": "timed runs per batch size",
-    "build.atol": "engine vs PyTorch absolute tolerance per head (`default` for the others)",
+    "build.atol": "engine vs PyTorch absolute tolerance per head, keyed by task name or kind (`default` for the others)",
     "build.miou_tol": "largest allowed mIoU difference (points)",
     "dense_reference": (
         "dense metrics for ΔT/Δp: null (none), `auto` (train a dense twin into train/reference), a dense run "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deploy.latency_table import format_latency_table
-from pipeline.metrics.summary import METRIC_DIRECTIONS
+from pipeline.metrics.summary import known_directions
 
 
 def _fmt(v: Any) -> str:
@@ -31,7 +31,7 @@ def format_summary(report: dict[str, Any]) -> str:
         for task, values in m["pruned"].items():
             dense = (m.get("dense") or {}).get(task, {})
             const = (m.get("constant_predictor") or {}).get(task, {})
-            for name in METRIC_DIRECTIONS.get(task, values):
+            for name in known_directions(task, values) or values:
                 if name in values:
                     lines.append(
                         f"{task:7s} {name:13s} {_fmt(values[name]):>10s} {_fmt(dense.get(name)):>10s} "

@@ -309,12 +309,12 @@ def relative_change_pct(
     Unlike `pipeline.metrics.summary.relative_changes` this never raises: metrics missing on either side,
     unknown directions and zero/non-finite baselines are left out (a report draws what it can).
     """
-    from pipeline.metrics.summary import METRIC_DIRECTIONS
+    from pipeline.metrics.summary import known_directions
 
     out: dict[str, dict[str, float]] = {}
     for task, values in (metrics or {}).items():
         base_t = (dense or {}).get(task) or {}
-        for name, sign in METRIC_DIRECTIONS.get(task, {}).items():
+        for name, sign in known_directions(task, values).items():
             m, b = _num((values or {}).get(name)), _num(base_t.get(name))
             if math.isfinite(m) and math.isfinite(b) and b != 0:
                 out.setdefault(task, {})[name] = sign * (m - b) / b * 100.0

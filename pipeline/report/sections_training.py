@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.metrics.summary import METRIC_DIRECTIONS
+from pipeline.metrics.summary import known_directions
 from pipeline.report import plots
 from pipeline.report.markdown_format import (
     Figures,
@@ -196,8 +196,8 @@ def training_section(report: Mapping[str, Any], ts: Mapping[str, Any] | None, no
 
 
 def _metric_names(task: str, *dicts: Mapping[str, Any] | None) -> list[str]:
-    known = list(METRIC_DIRECTIONS.get(task, {}))
     present = dict.fromkeys(k for d in dicts if d for k in (d.get(task) or {}))
+    known = list(known_directions(task, present))
     return [k for k in known if k in present] + [k for k in present if k not in known]
 
 
@@ -227,7 +227,7 @@ def metrics_section(report: Mapping[str, Any], figs: Figures) -> str:
     tasks = list(dict.fromkeys(list(pruned) + list(trained if show_trained else {}) + list(dense or {})))
     for t in tasks:
         for k in _metric_names(t, pruned, trained if show_trained else None, dense):
-            sign = METRIC_DIRECTIONS.get(t, {}).get(k)
+            sign = known_directions(t, pruned.get(t) or (dense or {}).get(t)).get(k)
             arrow = "↑" if sign == 1 else ("↓" if sign == -1 else "")
             row = [f"`{t}`", f"{k} {arrow}".strip(), cell((pruned.get(t) or {}).get(k))]
             if show_trained:

@@ -34,7 +34,7 @@ def run(ctx: StageContext) -> StageRecord:
     onnx_path = ctx.run.path("export", "model.onnx")
     if not onnx_path.exists():
         raise MissingArtifactError(f"no exported model {onnx_path}; run `pipeline export --run-dir {ctx.run.root}` first")
-    tasks = list(cfg.tasks)
+    tasks = cfg.task_kinds  # name -> kind
     train = build_dataset(cfg.data, "train", tasks)
     # One more than asked, so a count larger than the split is reported with the split's size.
     calibration = split_arrays(train, q.calibration_samples + 1, tasks)

@@ -68,9 +68,9 @@ def reference_metrics(ctx: StageContext) -> tuple[dict[str, Any] | None, str | N
 
 def _constant_baseline(cfg: RunConfig) -> dict[str, Any]:
     """Metrics of a constant predictor on the same split: the floor a trained model must clear."""
-    train = build_dataset(cfg.data, "train", cfg.tasks)
-    val = build_dataset(cfg.data, "val", cfg.tasks)
-    return constant_predictor_metrics(train, val, list(cfg.tasks))
+    train = build_dataset(cfg.data, "train", cfg.task_kinds)
+    val = build_dataset(cfg.data, "val", cfg.task_kinds)
+    return constant_predictor_metrics(train, val, cfg.task_kinds)
 
 
 def run(ctx: StageContext) -> StageRecord:

@@ -8,6 +8,7 @@ compare a TensorRT engine against the same reference in another process. The com
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from deploy.onnx_validation import (
 )
 from deploy.quantize_stage import INT8_NAME, int8_gate_report, split_arrays
 from pipeline.artifacts import atomic_write_json, read_json
-from pipeline.data import build_dataset
+from pipeline.config import as_task_kinds
+from pipeline.data import build_dataset, builtin_kinds, with_task_names
 from pipeline.data.batching import gather
 from pipeline.data.nyuv2_png import find_realdata, load_nyuv2_png
 from pipeline.models.hardened import load_hardened
@@ -32,7 +34,7 @@ from pipeline.stages.base import StageContext, StageRecord
 log = logging.getLogger(__name__)
 
 
-def _sample(dataset, n: int, tasks: list[str]) -> ImageSet:
+def _sample(dataset, n: int, tasks: Iterable[str]) -> ImageSet:
     """The first `n` samples (at most the split), drawn through the one batching path."""
     batch = gather(dataset, torch.arange(min(n, len(dataset))))
     return ImageSet(batch["image"].numpy().astype("float32"), {t: batch[t].numpy() for t in tasks})
@@ -47,7 +49,7 @@ def _real_root(setting: str | None) -> Path | None:
     return root
 
 
-def _int8_gate(ctx: StageContext, tasks: list[str], num_classes: int) -> dict[str, Any] | None:
+def _int8_gate(ctx: StageContext, tasks: dict[str, str], num_classes: int) -> dict[str, Any] | None:
     """The int8 model (when the quantize stage wrote one) against fp32 on the whole VAL split, in task units."""
     int8 = ctx.run.path("quantize", INT8_NAME)
     if not int8.exists():
@@ -67,7 +69,7 @@ def run(ctx: StageContext) -> StageRecord:
     cfg, vcfg = ctx.cfg, ctx.cfg.validate
     model, ckpt = load_hardened(ctx.run.path("harden", "model.pt"))
     onnx_path = ctx.run.path("export", "model.onnx")
-    tasks, num_classes = list(ckpt.tasks), int(ckpt.num_classes)
+    tasks, num_classes = as_task_kinds(ckpt.tasks), int(ckpt.num_classes)  # name -> kind
 
     held_out_set = _sample(build_dataset(cfg.data, "val", tasks), vcfg.samples, tasks)
     held_out = compare_torch_and_onnxrt(model, onnx_path, held_out_set, tasks, num_classes, vcfg)
@@ -78,7 +80,8 @@ def run(ctx: StageContext) -> StageRecord:
     real: dict[str, Any] | None = None
     real_root = _real_root(vcfg.real_data)
     if real_root is not None:
-        real_set = load_nyuv2_png(real_root, tasks, cfg.data.height, cfg.data.width)
+        real_set = with_task_names(
+            load_nyuv2_png(real_root, builtin_kinds(tasks), cfg.data.height, cfg.data.width), tasks)
         sample = _sample(real_set, vcfg.real_samples, tasks)
         real, r = real_data_report(
             model, onnx_path, sample, real_set.num_classes, str(real_root), tasks, num_classes, vcfg

@@ -180,8 +180,15 @@ def test_nan_depth_found_by_the_evaluation_dataloader(tmp_path, in_work):
         (["--set", "tasks=[seg,edges]"], ["unknown task 'edges' in 'tasks' (available: seg, depth, normal)"]),
         (["--sparsity", "1.5"], ["'sparsity.target' = 1.5 must be in (0, 1), e.g. 0.9"]),
         (["--sparsity", "0"], ["'sparsity.target' = 0.0 must be in (0, 1)"]),
+        (["--set", "tasks={semantic: seg, z: edges}"],
+         ["unknown kind 'edges' of task 'z' in 'tasks' (available: seg, depth, normal)"]),
+        (["--set", "tasks=[seg,depth,seg]"], ["'tasks' lists a task twice: seg"]),
+        (["--set", "tasks={z: depth, z: seg}"], ["override 'tasks={z: depth, z: seg}': duplicate key 'z'"]),
+        (["--set", "tasks={sem.x: seg}"], ["task name 'sem.x' in 'tasks' must be a plain identifier"]),
+        (["--set", "tasks={depth: seg}"], ["task 'depth' in 'tasks' is named after another kind"]),
     ],
-    ids=["unknown-model", "unknown-method", "unknown-task", "sparsity-above-1", "sparsity-zero"],
+    ids=["unknown-model", "unknown-method", "unknown-task", "sparsity-above-1", "sparsity-zero", "unknown-task-kind",
+         "task-listed-twice", "task-name-twice", "task-name-not-identifier", "task-named-after-another-kind"],
 )
 def test_unknown_name_or_value_out_of_range(args, needles, tmp_path):
     fails(["train", *TINY, *args, "--run-dir", tmp_path / "r"], *needles)

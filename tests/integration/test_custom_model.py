@@ -38,7 +38,7 @@ def fails(args: list[str], *needles: str) -> str:
 
 def test_example_runs_all_stages_pruned_from_a_trained_state_dict(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the example's factory paths resolve from the repository root
-    trained = build_model(outputs={"seg": 5, "depth": 1, "normal": 3}, width=16)
+    trained = build_model(outputs={"semantic": 5, "z": 1, "surface": 3}, width=16)
     torch.save(trained.state_dict(), tmp_path / "trained.pt")
     run = tmp_path / "run"
     r = CliRunner().invoke(main, ["run", "all", *TINY, "--set", f"train.dense_init={tmp_path / 'trained.pt'}",
@@ -46,13 +46,21 @@ def test_example_runs_all_stages_pruned_from_a_trained_state_dict(tmp_path, monk
     assert r.exit_code == 0, r.output
     report = json.loads((run / "report.json").read_text())
     assert report["validation"]["passed"] is True
-    assert [o.name for o in onnx.load(run / "export" / "model.onnx").graph.output] == ["seg", "depth", "normal"]
+    # the config names its tasks semantic/z/surface (kinds seg/depth/normal): one ONNX output per task name
+    proto = onnx.load(run / "export" / "model.onnx")
+    assert [o.name for o in proto.graph.output] == ["semantic", "z", "surface"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["task_kinds"]) == {"semantic": "seg", "z": "depth", "surface": "normal"}
     ckpt = torch.load(run / "train" / "checkpoint.pt", weights_only=True)
     assert ckpt["model"]["factory"] == "examples.custom_model.model:build_model"
+    assert ckpt["tasks"] == {"semantic": "seg", "z": "depth", "surface": "normal"}
+    assert set(report["metrics"]["pruned"]) == {"semantic", "z", "surface"}
+    assert "miou" in report["metrics"]["pruned"]["semantic"] and "delta1" in report["metrics"]["pruned"]["z"]
+    assert set(report["metrics"]["constant_predictor"]["surface"]) >= {"mean", "within_11_25"}
     layers = json.loads((run / "train" / "sparsity.json").read_text())["layers"]
     assert {layer["name"]: layer["component"] for layer in layers}["bridge.0"] == "encoder"
     assert {layer["name"] for layer in layers if layer["component"] is None} == {
-        f"decoders.{t}.1" for t in ("seg", "depth", "normal")
+        f"decoders.{t}.1" for t in ("semantic", "z", "surface")
     }
 
 
@@ -70,6 +78,6 @@ def test_rules_that_match_nothing(tmp_path, monkeypatch):
 
 def test_state_dict_of_another_architecture(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    torch.save(build_model(outputs={"seg": 5}, width=8).state_dict(), tmp_path / "other.pt")
+    torch.save(build_model(outputs={"semantic": 5}, width=8).state_dict(), tmp_path / "other.pt")
     fails(["train", *TINY, "--set", f"train.dense_init={tmp_path / 'other.pt'}", "--run-dir", tmp_path / "r"],
           "does not fit this model", "missing keys", "shape mismatches")

@@ -23,6 +23,7 @@ from pipeline.data.scenes import (
     render_scene,
     rot_y,
 )
+from pipeline.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------------------
 # helpers
@@ -90,7 +91,7 @@ def test_bad_arguments_raise(tiny_cfg: DataConfig) -> None:
         make_scene(dataclasses.replace(tiny_cfg, num_classes=3), "train", 0)
     with pytest.raises(ValueError, match="split"):
         build_dataset(tiny_cfg, "test", ["seg"])
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ConfigError, match="unknown task"):  # the one task check, pipeline.config.as_task_kinds
         build_dataset(tiny_cfg, "train", ["edges"])
 
 

@@ -58,10 +58,10 @@ def test_evaluate_restores_mode_and_matches_saved_outputs(training: bool) -> Non
         outs = [model(b["image"]) for b in loader]
     outputs = {t: torch.cat([o[t] for o in outs]).numpy() for t in TASKS}
     targets = {t: torch.cat([b[t] for b in loader]).numpy() for t in TASKS}
-    again = metrics_from_outputs(outputs, targets, TASKS, num_classes=5, chunk=2)
+    again = metrics_from_outputs(outputs, targets, list(TASKS), num_classes=5, chunk=2)
     for task in TASKS:
         assert again[task] == pytest.approx(result[task], rel=1e-9, abs=1e-9)
-    half = metrics_from_outputs({t: v.astype(np.float16) for t, v in outputs.items()}, targets, TASKS, 5)
+    half = metrics_from_outputs({t: v.astype(np.float16) for t, v in outputs.items()}, targets, list(TASKS), 5)
     assert half["depth"]["abs_err"] == pytest.approx(result["depth"]["abs_err"], rel=1e-2)
 
 

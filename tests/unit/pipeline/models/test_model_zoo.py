@@ -159,5 +159,26 @@ def test_tiny_mtl_channels_allow_2_4() -> None:
 
 
 def test_multitasknet_rejects_unknown_head_names() -> None:
-    with pytest.raises(ConfigError):
-        MultiTaskNet(torch.nn.Identity(), {"edges": torch.nn.Identity()})
+    with pytest.raises(ConfigError, match="unknown kind 'edges'"):
+        MultiTaskNet(torch.nn.Identity(), {"edges": torch.nn.Identity()}, kinds={"edges": "edges"})
+    with pytest.raises(ConfigError, match="must name the heads"):
+        MultiTaskNet(torch.nn.Identity(), {"z": torch.nn.Identity()}, kinds={"depth": "depth"})
+    unkinded = MultiTaskNet(torch.nn.Identity(), {"edges": torch.nn.Identity()})  # a name that is no kind
+    with pytest.raises(ConfigError, match="head 'edges' has no task kind"):
+        unkinded(torch.rand(1, 3, 4, 4))
+
+
+def test_renamed_heads_transform_by_kind_and_rebuild_from_the_spec() -> None:
+    kinds = {"z": "depth", "semantic": "seg", "z2": "depth"}
+    model = create_model("tiny_mtl", task_channels(kinds, 5), kinds=kinds)
+    assert model.spec["kwargs"]["kinds"] == kinds and list(model.heads) == ["z", "semantic", "z2"]
+    out = model(*model.example_inputs(height=32, width=32))
+    assert list(out) == ["z", "semantic", "z2"]
+    assert out["semantic"].shape[1] == 5 and out["z"].shape[1] == out["z2"].shape[1] == 1
+    assert (out["z"] > 0).all() and (out["semantic"] < 0).any()  # depth heads exp(), seg logits stay raw
+    again = create_model(**model.spec)
+    assert again.task_kinds == kinds
+    plain = create_model("tiny_mtl", task_channels(["seg"], 5), kinds={"seg": "seg"})
+    assert "kinds" not in plain.spec["kwargs"]  # names equal kinds: the spec every earlier run wrote
+    with pytest.raises(ConfigError, match="task 'z' \\(depth\\) has 1 output"):
+        create_model("tiny_mtl", {"z": 2}, kinds={"z": "depth"})
