@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--int8-sizes", nargs="+", default=["paper", "demo"], choices=sorted(INT8_SIZES))
     p.add_argument("--int8-rounds", type=int, default=3, help="interleaved rounds of the int8 latency table")
     p.add_argument("--int8-iters", type=int, default=5, help="runs per configuration and round (int8 table)")
+    p.add_argument("--int8-threads", type=int, nargs="+", default=None,
+                   help="intra-op thread counts of the int8 table (default: 1 and all cores)")
     p.add_argument("--update", action="store_true",
                    help="start from <out>/results.json and replace only the sections (and int8 sizes) run now")
     return p.parse_args(argv)

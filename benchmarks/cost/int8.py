@@ -94,7 +94,7 @@ def run_int8_section(args: Any, log: Callable[[str], None] = print) -> dict[str,
         log(f"[int8] {size}: {settings['model']} {settings['height']}x{settings['width']}, "
             f"{rounds} interleaved rounds x {iters} runs per configuration")
         table = latency_table(paths, [3, settings["height"], settings["width"]], rounds=rounds, iters_per_round=iters,
-                              threads=getattr(args, "int8_threads", None) or None)
+                              threads=args.int8_threads)
         table["settings"] |= settings | git_state()
         # the training sections may have run on another machine: the table names its own CPU
         table["machine"]["cpu_model"] = machine_info(1)["cpu_model"]
