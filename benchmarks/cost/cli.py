@@ -48,12 +48,12 @@ from typing import Any
 
 import torch
 
-from benchmarks.provenance import git_state
 from benchmarks.cost.inference import run_inference_section
 from benchmarks.cost.int8 import INT8_SIZES, run_int8_section
 from benchmarks.cost.machine import cpu_effects, machine_info
 from benchmarks.cost.report import render_markdown
 from benchmarks.cost.training_section import run_training_section
+from benchmarks.provenance import git_state
 
 DEFAULT_OUT = Path("benchmarks/results/cost")
 DEFAULT_WORK = Path(".cache/cost")
