@@ -119,7 +119,9 @@ def aggregate_int8(results: list[dict[str, Any]]) -> dict[str, Any]:
             dt_int8 = delta_t(r["int8"]["int8_metrics"], ref)["overall"]
             per_seed.append({"seed": r["seed"], "delta_t_fp32": dt_fp32, "delta_t_int8": dt_int8,
                              "int8_minus_fp32": dt_int8 - dt_fp32, "gate_passed": r["int8"]["gate_passed"],
-                             "excluded": r["int8"]["quantize"]["excluded"], **r["int8"]["gate"]})
+                             "excluded": r["int8"]["quantize"]["excluded"],
+                             "calibration_gate_passed": r["int8"]["quantize"].get("calibration_gate_passed"),
+                             **r["int8"]["gate"]})
         diffs = [p["int8_minus_fp32"] for p in per_seed]
         mean, lo, hi = paired_interval(diffs)
         gate_keys = [k for k in GATE_KEYS.values() if all(k in p for p in per_seed)]
@@ -173,12 +175,15 @@ def int8_markdown(agg: dict[str, Any], meta: dict[str, Any]) -> str:
             f"{cell('normal_mean_angle_increase_deg', 3)} | {r['gate_passed']}/{len(r['seeds'])} | "
             f"{r['size_ratio_raw']:.3f} |"
         )
-    lines += ["", "Per seed (ΔT fp32 → int8; layers left in fp32):", ""]
+    lines += ["", "Per seed (ΔT fp32 → int8; layers the quantize stage's search left in fp32; whether the int8 "
+              "model passed the gate on the TRAIN calibration images, where the search judges it):", ""]
     for r in agg["rows"]:
         for p in r["per_seed"]:
             lines.append(f"- {r['method']} @ {r['target']:.2f} seed {p['seed']}: {p['delta_t_fp32']:+.2f} → "
                          f"{p['delta_t_int8']:+.2f} ({p['int8_minus_fp32']:+.3f}); "
-                         f"fp32 layers: {', '.join(p['excluded']) or 'none'}")
+                         f"fp32 layers: {', '.join(p['excluded']) or 'none'}; calibration gate "
+                         f"{'passed' if p['calibration_gate_passed'] else 'failed'}, VAL gate "
+                         f"{'passed' if p['gate_passed'] else 'failed'}")
     return "\n".join(lines) + "\n"
 
 
