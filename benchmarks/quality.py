@@ -2,6 +2,7 @@
 
     python -m benchmarks.quality --quick          # minutes: a smoke test of the comparison
     python -m benchmarks.quality                  # the full grid (see --help for its size)
+    python -m benchmarks.quality --int8           # adapmtl at 0.9 + dense, 3 seeds, plus int8's cost
 
 Each (method, sparsity, seed) run trains the `bench` preset through the project's own training loop, so
 every method sees the same initialisation and batch order for a given seed (paired seeds). Results of
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from benchmarks.aggregate import write_results
+from benchmarks.int8_quality import int8_cost, write_int8_results
 from benchmarks.provenance import git_state
 from pipeline.config import load_config
 from pipeline.data import build_dataset
@@ -43,7 +45,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     out = Path(job["dir"])
     done = out / "summary.json"
     if done.exists():
-        return json.loads(done.read_text())
+        cached = json.loads(done.read_text())
+        if not job.get("int8") or "int8" in cached:  # a run cached without int8 has lost its checkpoint: retrain
+            return cached
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(job["preset"], job["overrides"])
     t0 = time.perf_counter()
@@ -54,6 +58,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "sparsity": {k: res["sparsity"][k] for k in ("overall", "components", "thresholds")},
         "seconds": time.perf_counter() - t0, "mean_step_seconds": res["mean_step_seconds"],
     }
+    if job.get("int8"):
+        t1 = time.perf_counter()
+        summary["int8"] = int8_cost(cfg, out) | {"seconds": time.perf_counter() - t1}
     for f in ("checkpoint.pt",):  # keep the cache small; metrics and sparsity.json stay
         (out / f).unlink(missing_ok=True)
     done.write_text(json.dumps(summary, indent=1))
@@ -79,7 +86,8 @@ def plan_jobs(args) -> list[list[dict[str, Any]]]:
                 if m == "gmp_split":
                     ov.append(f"sparsity.split_from={d / f'adapmtl_{target}_s{seed}' / 'sparsity.json'}")
                 job = {"method": m, "target": target, "seed": seed, "preset": args.preset,
-                       "dir": str(d / f"{m}_{target}_s{seed}"), "overrides": ov}
+                       "dir": str(d / f"{m}_{target}_s{seed}"), "overrides": ov,
+                       "int8": bool(getattr(args, "int8", False))}
                 (second if m == "gmp_split" else first).append(job)
         waves += [first, second] if second else [first]
     return waves
@@ -89,6 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line, with the --quick and full defaults filled in."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="2 seeds, 0.9 and 0.97, 4 methods, 400 steps")
+    p.add_argument("--int8", action="store_true",
+                   help="also measure int8's task-metric cost per pruned run (benchmarks/int8_quality.py); "
+                        "defaults: adapmtl at 0.9, out benchmarks/results/int8_quality")
     p.add_argument("--methods", nargs="+", default=None)
     p.add_argument("--sparsities", nargs="+", type=float, default=None)
     p.add_argument("--seeds", type=int, default=None)
@@ -108,6 +119,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seeds = args.seeds or 2
         args.steps = args.steps or 400
         args.out = args.out or "benchmarks/results/quick"
+    if args.int8:
+        args.methods = args.methods or ["dense", "adapmtl"]
+        args.sparsities = args.sparsities or [0.9]
+        args.out = args.out or "benchmarks/results/int8_quality"
     args.methods = args.methods or ALL_METHODS
     if "gmp_split" in args.methods and "adapmtl" not in args.methods:
         args.methods.append("adapmtl")
@@ -156,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         "date": time.strftime("%Y-%m-%d"), **git_state_at_start,
     }
     path = write_results(results, meta, Path(args.out))
+    if args.int8:
+        write_int8_results(results, meta, Path(args.out))
     print(f"wrote {path}")
 
 if __name__ == "__main__":

@@ -8,5 +8,6 @@ Run it with `python -m benchmarks.cost [--quick]` (cli.py). Modules:
 - `components`: standalone timings of AdapMTL's parts, the profiler attribution, the component estimate;
 - `training_section`: the `demo` and `paper` configurations and what the training section records;
 - `exports`, `sizes`, `runtime`, `inference`: the exported variants, their sizes, latency and memory;
+- `int8`: dense fp32 / pruned fp32 / pruned int8 ONNX Runtime latency and size (`deploy.latency_table`);
 - `report`: results.md.
 """

@@ -26,6 +26,11 @@ recorded in `machine`):
    process; peak memory of each in its own subprocess (peak RSS from getrusage(RUSAGE_SELF).ru_maxrss).
 4. Artifact size: ONNX bytes, gzip (`compress_artifact`, level 9), ratios to the dense ONNX, the information
    limit, and what the bytes of the survivors cost.
+5. INT8 (`int8`): dense fp32 / pruned fp32 / pruned int8 ONNX Runtime CPU latency (batch 1 and 8, one thread
+   and all cores, p50/p90/p99, interleaved in one process by `deploy.latency_table`) and sizes raw and gzipped,
+   at the paper's size (deeplab_resnet34 + ASPP, 144x192; ~10 min here) and the demo size (benchmarks/cost/int8.py).
+   `python -m benchmarks.cost --sections int8 --int8-sizes demo --update` reruns one size and keeps the rest of
+   an existing results.json.
 
 Writes `<out>/results.json` and `<out>/results.md` (default `benchmarks/results/cost`); intermediate files
 (checkpoints, ONNX) go to `--work` (default `.cache/cost`).
@@ -44,9 +49,11 @@ from typing import Any
 import torch
 
 from benchmarks.cost.inference import run_inference_section
+from benchmarks.cost.int8 import INT8_SIZES, run_int8_section
 from benchmarks.cost.machine import cpu_effects, machine_info
 from benchmarks.cost.report import render_markdown
 from benchmarks.cost.training_section import run_training_section
+from benchmarks.provenance import git_state
 
 DEFAULT_OUT = Path("benchmarks/results/cost")
 DEFAULT_WORK = Path(".cache/cost")
@@ -69,14 +76,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--demo-steps", type=int, default=40, help="timed steps per variant, demo preset")
     p.add_argument("--train-steps", type=int, default=300, help="train_run steps for the exported weights")
     p.add_argument("--latency-iters", type=int, default=200, help="timed inferences per variant and batch")
-    p.add_argument("--sections", nargs="+", default=["demo", "inference", "paper"],
-                   choices=["demo", "inference", "paper"])
+    p.add_argument("--sections", nargs="+", default=["demo", "inference", "paper", "int8"],
+                   choices=["demo", "inference", "paper", "int8"])
+    p.add_argument("--int8-sizes", nargs="+", default=["paper", "demo"], choices=sorted(INT8_SIZES))
+    p.add_argument("--int8-rounds", type=int, default=3, help="interleaved rounds of the int8 latency table")
+    p.add_argument("--int8-iters", type=int, default=5, help="runs per configuration and round (int8 table)")
+    p.add_argument("--int8-threads", type=int, nargs="+", default=None,
+                   help="intra-op thread counts of the int8 table (default: 1 and all cores)")
+    p.add_argument("--update", action="store_true",
+                   help="start from <out>/results.json and replace only the sections (and int8 sizes) run now")
     return p.parse_args(argv)
 
 
 def save(results: dict[str, Any], out: Path) -> None:
-    results["machine"]["loadavg_end"] = list(os.getloadavg())
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    # an --update run leaves the first run's record alone and notes its own end in its update entry
+    record = results["updates"][-1] if results.get("updates") else results
+    (record if results.get("updates") else results["machine"])["loadavg_end"] = list(os.getloadavg())
+    record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "results.md").write_text(render_markdown(results))
 
@@ -94,16 +110,20 @@ def main(argv: list[str] | None = None) -> None:
         pass
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {
-        "command": "python -m benchmarks.cost " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "quick": args.quick,
-        "machine": machine_info(args.threads),
-        "training": {},
-        "cpu_effects": cpu_effects(),
-    }
+    command = "python -m benchmarks.cost " + " ".join(argv if argv is not None else sys.argv[1:])
+    previous = out / "results.json"
+    if args.update and previous.exists():
+        results = json.loads(previous.read_text())
+        results.setdefault("updates", []).append({"command": command, "sections": args.sections,
+                                                  "date": time.strftime("%Y-%m-%d"), **git_state()})
+    else:
+        results = {"command": command, "quick": args.quick, "machine": machine_info(args.threads), "training": {},
+                   "cpu_effects": cpu_effects()}
     for section in args.sections:
         if section in ("demo", "paper"):
             results["training"][section] = run_training_section(section, args, log)
+        elif section == "int8":
+            results["int8"] = {**results.get("int8", {}), **run_int8_section(args, log)}
         else:
             results["inference"] = run_inference_section(args, log)
         save(results, out)  # after every section: a long run that stops still leaves its finished sections

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.cost.components import PROFILE_KEYS
+from benchmarks.cost.int8 import render_int8
 
 
 def _f(x: float | None, fmt: str = ".2f") -> str:
@@ -29,6 +30,12 @@ def _header(results: dict[str, Any]) -> list[str]:
         "disturbs far less than wall time; wall times are in results.json. Ratios compare variants measured "
         "interleaved in the same process.",
         "",
+    ] + [
+        f"Later: sections {', '.join(u['sections'])} by `{u['command']}` on commit `{str(u.get('git_commit'))[:12]}`, "
+        f"{u.get('finished', u['date'])}"
+        + (f" (load average at the end {', '.join(f'{x:.1f}' for x in u['loadavg_end'])})" if u.get("loadavg_end") else "")
+        + ".\n"
+        for u in results.get("updates", [])
     ]
 
 
@@ -207,4 +214,6 @@ def render_markdown(results: dict[str, Any]) -> str:
     inf = results.get("inference")
     if inf:
         lines += _latency_and_memory(inf) + _sizes(inf)
+    if results.get("int8"):
+        lines += render_int8(results["int8"])
     return "\n".join(lines) + "\n"
