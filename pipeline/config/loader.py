@@ -207,18 +207,23 @@ def resolve_config_source(source: str | None, _seen: tuple[str, ...] = ()) -> di
     if source is None:
         source = "demo"
     path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    preset = PRESET_DIR / f"{source}.yaml"
+    # A folder that happens to share a preset's name (e.g. a run directory called `tiny`) is not a config file.
+    is_file = path.suffix in (".yaml", ".yml") or path.is_file() or (path.exists() and not preset.exists())
+    if is_file:
+        if path.is_dir():
+            raise ConfigError(f"config {source} is a folder, not a YAML file; give a YAML path or a preset "
+                              f"({', '.join(list_presets())})")
         if not path.exists():
             raise ConfigError(f"config file {source} does not exist; give a YAML path or a preset ({', '.join(list_presets())})")
         data = _read_yaml(path)
     else:
-        preset = PRESET_DIR / f"{source}.yaml"
         if not preset.exists():
             raise ConfigError(f"unknown preset '{source}' (available: {', '.join(list_presets())}) and no such file")
         data = _read_yaml(preset)
     base = data.pop("extends", None)
     if base is not None:
-        here = str(path.resolve()) if path.exists() else str(preset.resolve())
+        here = str(path.resolve()) if is_file else str(preset.resolve())
         if here in _seen:
             chain = " -> ".join([*_seen, here])
             raise ConfigError(f"config 'extends:' loops back on itself ({chain}); remove the cycle")

@@ -19,6 +19,7 @@ from pipeline.config import (
     yaml_load,
 )
 from pipeline.errors import ConfigError
+from pipeline.config.loader import PRESET_DIR
 from pipeline.orchestrate import load_run_config
 
 
@@ -101,3 +102,13 @@ def test_yaml_numbers():
 def test_unknown_preset_lists_available():
     with pytest.raises(ConfigError, match="unknown preset 'huge'.*tiny"):
         load_config("huge")
+
+
+def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    """`--config tiny` in a directory that holds a run folder called `tiny` still means the preset."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    assert load_config("tiny").model.name == load_config(str(PRESET_DIR / "tiny.yaml")).model.name
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ConfigError, match="is a folder, not a YAML file"):
+        load_config("runs")
