@@ -204,7 +204,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--paper", action="store_true", help="add the deeplab_resnet34 latency section")
+    p.add_argument("--paper", action="store_true", help="measure the deeplab_resnet34 latency section (paper.json)")
+    p.add_argument("--paper-only", action="store_true", help="only measure the paper-size section, then stop")
     p.add_argument("--paper-hw", type=int, nargs=2, default=[144, 192])
     p.add_argument("--paper-rounds", type=int, default=3)
     p.add_argument("--paper-iters", type=int, default=3)
@@ -220,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.paper or args.paper_only:  # measured once, kept beside the results; later aggregates reuse it
+        (out / "paper.json").write_text(json.dumps(_paper_latency(args), indent=1) + "\n")
+        if args.paper_only:
+            return
     cfg = load_config(args.preset, list(args.set or []))
     args.steps = args.steps or cfg.train.steps
     build_dataset(cfg.data, "train", cfg.tasks)  # render the scene cache once, before the workers start
@@ -248,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         latency = latency_table(models, [3, cfg.data.height, cfg.data.width], batches=args.batches,
                                 threads=args.threads, rounds=args.rounds, iters_per_round=args.iters)
         print(format_latency_table(latency), flush=True)
-    paper = _paper_latency(args) if args.paper else None
+    paper = json.loads((out / "paper.json").read_text()) if (out / "paper.json").exists() else None
     meta = {
         "command": "python -m benchmarks.pareto " + " ".join(argv if argv is not None else sys.argv[1:]),
         "preset": args.preset, "steps": args.steps, "seed_list": args.seed_list, "points": args.points,
