@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.config import RunConfig, TrainConfig
-from pipeline.models.factory import build_factory_model, check_model_outputs
+from pipeline.models.factory import build_factory_model, check_model_outputs, example_image
 from pipeline.models.multitask import task_channels
 from pipeline.models.registry import create_model
 from trainers.loop import Trainer
@@ -21,7 +21,7 @@ from trainers.sparsity.base import SparsityMethod
 from trainers.sparsity.methods import build_method
 from trainers.weighting import build_weighting
 
-__all__ = ["assemble_trainer", "build_model", "init_conv_weights_"]
+__all__ = ["assemble_trainer", "attach_method", "build_model", "init_conv_weights_"]
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
@@ -47,6 +47,15 @@ def init_conv_weights_(model: nn.Module, kind: str, seed: int) -> None:
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * 0.01)
+
+
+def attach_method(method: SparsityMethod, model: nn.Module, cfg: RunConfig) -> None:
+    """`method.attach(model, cfg.task_names)`; a channel method also gets an input at the run's size, so its MAC
+    counts (controller budget and sparsity.json) are those of the configured input, not a fallback size."""
+    if getattr(method, "structure", "unstructured") == "channel":
+        method.attach(model, cfg.task_names, example=example_image(model, 1, cfg.data.height, cfg.data.width))
+    else:
+        method.attach(model, cfg.task_names)
 
 
 def assemble_trainer(
@@ -75,7 +84,7 @@ def assemble_trainer(
     if method is None:
         method, spec = build_method(cfg.sparsity, steps if steps is not None else train.steps)
         prescribed = spec.weighting
-    method.attach(model, cfg.task_names)
+    attach_method(method, model, cfg)
     kind = weighting if weighting is not None else cfg.train.weighting.kind
     if kind == "auto":
         kind = prescribed

@@ -25,7 +25,7 @@ from pipeline.metrics.evaluate import evaluate
 from pipeline.models.factory import example_image, rebuild_model
 from pipeline.models.folding import fold_batchnorm_
 from pipeline.nm_sparsity import nm_violations
-from trainers.assembly import assemble_trainer
+from trainers.assembly import assemble_trainer, attach_method
 from trainers.sparsity.base import SparsityMethod
 from trainers.sparsity.harden import NMDecision, channel_compact_, harden_, nm_project_, summarize_decisions
 from trainers.sparsity.magnitude import FixedMasks
@@ -46,7 +46,7 @@ def restore_method_model(ckpt: TrainCheckpoint, source: Path | str) -> tuple[nn.
     cfg = config_from_dict(ckpt.config)
     model = rebuild_model(ckpt.model)
     method, _ = build_method(cfg.sparsity, cfg.train.steps)
-    method.attach(model, list(cfg.tasks))
+    attach_method(method, model, cfg)
     load_model_state(model, ckpt.state_dict, source)
     if ckpt.method["name"] != method.name:
         raise PipelineError(f"{source}: method {ckpt.method['name']} does not match its config ({method.name})")
@@ -168,14 +168,20 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
     with torch.no_grad():
         y_soft = model(x)
     layer_names = list(harden_(method))
-    with torch.no_grad():
-        soft_vs_hard = _max_diff(y_soft, model(x))
     model.eval()
     plan, channels = None, None
     if cfg.sparsity.structure == "channel":
         decisions, finetune = [], None
-        plan, folded, fold_diff, channels = channel_compact_(model, method, x, _fold if hcfg.fold_bn else None)
+        components = {a.name: a.component for a in method.assignments if a.component is not None}
+        plan, folded, fold_diff, channels = channel_compact_(model, method, x, _fold if hcfg.fold_bn else None,
+                                                             components)
+        # the trained model gates removed channels after their BN; only the compacted model computes the same
+        # (harden_ drops the gates, so the plain dense model in between still carries their BN bias)
+        with torch.no_grad():
+            soft_vs_hard = _max_diff(y_soft, model(x))
     else:
+        with torch.no_grad():
+            soft_vs_hard = _max_diff(y_soft, model(x))
         decisions, finetune = _project(cfg, model, layer_names, learned, progress)
         model.eval()
         folded, fold_diff = _fold(model, x) if hcfg.fold_bn else ([], 0.0)
@@ -191,11 +197,15 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
     metrics = evaluate(model, iter_batches(val_set, 32), cfg.task_kinds, val_set.num_classes)
     overall, components = _component_sparsity(layers, method if plan is not None else None)
     n_prunable = sum(1 for e in layers if e["component"])
+    headline: dict[str, Any] = {"overall": overall, "components": components}
+    if channels is not None:
+        # the target is a MAC fraction: so is the headline (as in train/sparsity.json); weights removed are named
+        headline = {"overall": channels["mac_fraction_removed"], "components": channels["component_mac_fractions"],
+                    "overall_kind": "mac_fraction", "param_sparsity": overall, "param_components": components}
     report = {
         "pattern": hcfg.pattern,
         "target": ckpt.sparsity["target"],
-        "overall": overall,
-        "components": components,
+        **headline,
         "trained_overall": ckpt.sparsity["overall"],
         "soft_vs_hardened_max_abs": soft_vs_hard,
         "bn_folded": folded,

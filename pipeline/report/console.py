@@ -21,10 +21,18 @@ def format_summary(report: dict[str, Any]) -> str:
     sp = report.get("sparsity")
     if sp:
         comps = "  ".join(f"{c}={v:.3f}" for c, v in sp["components"].items())
-        lines.append(
-            f"sparsity  method={sp['method']} pattern={sp['pattern']} target={sp['target']:.3f} "
-            f"overall={sp['overall']:.4f}   {comps}"
-        )
+        if sp.get("structure") == "channel":  # the target is a MAC fraction: compare it with MACs removed
+            lines.append(
+                f"sparsity  method={sp['method']} structure=channel target={sp['target']:.3f} (MACs) "
+                f"macs_removed={sp['overall']:.4f}   {comps}"
+            )
+            lines.append(f"          params_removed={_fmt(sp.get('param_sparsity'))}  MACs kept "
+                         f"{_fmt(sp.get('macs_kept'))} of {_fmt(sp.get('macs_dense'))}")
+        else:
+            lines.append(
+                f"sparsity  method={sp['method']} pattern={sp['pattern']} target={sp['target']:.3f} "
+                f"overall={sp['overall']:.4f}   {comps}"
+            )
     m = report.get("metrics")
     if m:
         lines.append(f"{'task':7s} {'metric':13s} {'pruned':>10s} {'dense':>10s} {'constant':>10s}")
@@ -74,7 +82,11 @@ def format_key_numbers(report: dict[str, Any]) -> str:
     """The numbers `pipeline show` prints under the stage table: sparsity, ΔT, parity, sizes, speed."""
     lines = []
     sp = report.get("sparsity")
-    if sp:
+    if sp and sp.get("structure") == "channel":
+        lines.append(f"sparsity   MACs removed {_fmt(sp.get('overall'))} (target {_fmt(sp.get('target'))}), "
+                     f"parameters removed {_fmt(sp.get('param_sparsity'))}, structure channel, "
+                     f"method {sp.get('method')}")
+    elif sp:
         lines.append(f"sparsity   overall {_fmt(sp.get('overall'))} (target {_fmt(sp.get('target'))}), "
                      f"pattern {sp.get('pattern')}, method {sp.get('method')}")
     if report.get("delta_t") is not None:

@@ -60,6 +60,14 @@ def build_run_report(run: RunDir) -> dict[str, Any]:
             "trained_components": train_sp["components"],
             "thresholds": train_sp.get("thresholds", {}),
         }
+        if train_sp.get("structure") == "channel":  # overall/components are MAC fractions, as the target is
+            ch = (hard_sp or {}).get("channels") or {}
+            report["sparsity"] |= {
+                "structure": "channel",
+                "param_sparsity": sp.get("param_sparsity"),
+                "macs_dense": ch.get("macs_dense", (sp.get("channels") or {}).get("dense_macs")),
+                "macs_kept": ch.get("macs_compact", (sp.get("channels") or {}).get("remaining_macs")),
+            }
     if train_m:
         ref = train_m.get("reference") or {}
         pruned = (hard_m or {}).get("metrics") or train_m["metrics"]

@@ -74,15 +74,21 @@ def _sparsity_lines(
     hardened = hard_sp is not None
     target, overall = sp.get("target"), sp.get("overall")
     trained_overall = sp.get("trained_overall")
+    channel = sp.get("structure") == "channel"  # the target and `overall` are MAC fractions removed
     lines = [
-        f"- method: `{sp.get('method')}`, pattern: `{sp.get('pattern')}`"
+        f"- method: `{sp.get('method')}`, " + ("structure: `channel` (whole filters removed)" if channel
+                                               else f"pattern: `{sp.get('pattern')}`")
         + ("" if hardened else f" (not hardened: harden stage {status_word(report, 'harden')})"),
-        f"- target {fmt_value(target)}; overall {fmt_value(overall, 6)} ({'hardened' if hardened else 'trained'})"
+        f"- target {fmt_value(target)}{' (MAC fraction)' if channel else ''}; "
+        f"{'MACs removed' if channel else 'overall'} {fmt_value(overall, 6)} ({'hardened' if hardened else 'trained'})"
         + (f"; trained (soft) {fmt_value(trained_overall, 6)}"
            if hardened and trained_overall is not None and not same_shown(trained_overall, overall, 6) else ""),
     ]
     if isinstance(target, (int, float)) and isinstance(overall, (int, float)):
-        lines.append(f"- overall − target: {overall - target:+.4f}")
+        lines.append(f"- {'MACs removed' if channel else 'overall'} − target: {overall - target:+.4f}")
+    if channel:
+        lines.append(f"- parameters removed (prunable convs): {fmt_value(sp.get('param_sparsity'), 6)}; MACs kept "
+                     f"{fmt_value(sp.get('macs_kept'))} of {fmt_value(sp.get('macs_dense'))}")
     if train_sp:
         if train_sp.get("prunable_params") is not None:
             lines.append(

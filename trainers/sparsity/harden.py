@@ -25,7 +25,6 @@ from pipeline.models.channels import (
     compact_,
     conv_macs,
     kept_from_mask,
-    model_macs,
     zero_channels_,
 )
 from trainers.sparsity.base import SparsityMethod
@@ -134,12 +133,26 @@ def _param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _component_mac_fractions(dense: dict[str, int], compact: dict[str, int], components: dict[str, str]
+                             ) -> dict[str, float]:
+    """Per component, the MACs compaction removed from its convs / their dense MACs (conv names survive
+    compaction; a dense-by-rule conv counts only in the overall fraction, as in `ChannelSpace`)."""
+    out: dict[str, list[float]] = {}
+    for name, comp in components.items():
+        if name in dense:
+            acc = out.setdefault(comp, [0.0, 0.0])
+            acc[0] += compact.get(name, 0)
+            acc[1] += dense[name]
+    return {c: 1.0 - kept / total if total > 0 else 0.0 for c, (kept, total) in out.items()}
+
+
 @torch.no_grad()
 def channel_compact_(
     model: nn.Module,
     method: SparsityMethod,
     x: Tensor,
     fold: Callable[[nn.Module, Tensor], tuple[list[str], float]] | None,
+    components: dict[str, str] | None = None,
 ) -> tuple[dict[str, list[int]], list[str], float, dict[str, Any]]:
     """Harden = compact: zero the channels `method.channel_keep()` drops, fold BN (`fold`), remove them physically.
 
@@ -154,6 +167,8 @@ def channel_compact_(
     keep = {name: kept_from_mask(k) if isinstance(k, Tensor) and k.dtype == torch.bool
             else torch.as_tensor(k, dtype=torch.int64).reshape(-1) for name, k in keep_fn().items()}
     prunable = {a.name for a in method.assignments if a.component is not None}
+    components = components if components is not None else {a.name: a.component for a in method.assignments
+                                                              if a.component is not None}
     groups = channel_groups(model, x, prunable)
     macs = conv_macs(model, x)
     dense_macs, dense_params = sum(macs.values()), _param_count(model)
@@ -168,7 +183,8 @@ def channel_compact_(
     if diff > 1e-4:
         raise RuntimeError(f"channel compaction changed outputs by {diff:.2e} (relative): the model's channel "
                            "coupling was not resolved exactly")
-    compact_macs = model_macs(model, x)
+    compact_per_conv = conv_macs(model, x)
+    compact_macs = sum(compact_per_conv.values())
     by_name = {g.name: g for g in groups}
     report = {
         "groups": [
@@ -182,6 +198,7 @@ def channel_compact_(
         "macs_dense": dense_macs,
         "macs_compact": compact_macs,
         "mac_fraction_removed": 1.0 - compact_macs / max(dense_macs, 1),
+        "component_mac_fractions": _component_mac_fractions(macs, compact_per_conv, components),
         "params_dense": dense_params,
         "params_compact": _param_count(model),
         "param_fraction_removed": 1.0 - _param_count(model) / max(dense_params, 1),
