@@ -106,18 +106,20 @@ def run(ctx: StageContext) -> StageRecord:
     outputs = ["checkpoint.pt", "sparsity.json", "metrics.json", "timeseries.json"]
     if (ctx.out / "reference" / "metrics.json").exists():
         outputs.append("reference/metrics.json")
-    missed = target_missed(ctx.cfg.sparsity.method, sp["target"], sp["overall"])
+    missed = target_missed(ctx.cfg.sparsity.method, sp["target"], sp["overall"], ctx.cfg.sparsity.structure)
     if missed:
         log.warning(missed)
         summary["warning"] = missed
     return StageRecord(outputs=outputs, summary=summary, reason=missed)
 
 
-def target_missed(method: str, target: float, overall: float, slack: float = 0.02) -> str | None:
+def target_missed(method: str, target: float, overall: float, structure: str = "unstructured",
+                  slack: float = 0.02) -> str | None:
     """A loud note when the achieved sparsity is far from the target: methods without a controller (str,
     adapmtl_faithful) reach whatever their dynamics give, and a user must not read such a run as the target's."""
     if method == "dense" or abs(overall - target) <= slack:
         return None
-    return (f"sparsity target missed: reached {overall:.3f} of the prunable weights, target {target:.3f} "
+    unit = "of the MACs removed" if structure == "channel" else "of the prunable weights"
+    return (f"sparsity target missed: reached {overall:.3f} {unit}, target {target:.3f} "
             f"(method {method} has no controller that enforces the target; longer training or another "
             f"sparsity.init / str_init moves it)")

@@ -31,3 +31,8 @@ def test_a_valid_split_loads(tmp_path):
     path = tmp_path / "sparsity.json"
     path.write_text(json.dumps({"components": {"backbone": 0.7, "seg": 0.95}}))
     assert load_component_split(str(path)) == {"backbone": 0.7, "seg": 0.95}
+
+
+def test_target_missed_names_the_unit_of_the_structure():
+    assert "of the prunable weights" in target_missed("str", 0.9, 0.5)
+    assert "of the MACs removed" in target_missed("adapmtl", 0.5, 0.2, "channel")
