@@ -163,3 +163,18 @@ def test_docs_tables_equal_the_committed_results():
                 assert float(m.group(2)) == pytest.approx(round(r["delta_t_sd"], 1), abs=0.051), (path.name, name, t)
                 checked += 1
     assert checked >= 40
+
+
+def test_readme_test_set_table_equals_the_committed_heldout_results():
+    """The README's test-set table is the summary table of benchmarks/results/heldout_test/results.json, verbatim."""
+    from pathlib import Path
+
+    from benchmarks.aggregate import summary_table
+
+    root = Path(__file__).resolve().parents[3]
+    res = json.loads((root / "benchmarks/results/heldout_test/results.json").read_text())
+    rows = [line for line in summary_table(res) if line.startswith("| ")]
+    assert len(rows) >= 3  # header plus at least two methods
+    readme = (root / "README.md").read_text()
+    missing = [line for line in rows if line not in readme]
+    assert not missing, missing
