@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from examples.custom_model.model import build_model
 from pipeline.cli import main
+from tests.helpers import cli_fails_in_one_line
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "examples" / "custom_model" / "config.yaml")
@@ -25,15 +26,7 @@ def _quiet(monkeypatch):
     monkeypatch.setattr("pipeline.report.markdown.write_markdown_report", lambda run, report: run.root / "report.md")
 
 
-def fails(args: list[str], *needles: str) -> str:
-    r = CliRunner().invoke(main, [str(a) for a in args])
-    assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
-    return lines[0]
+fails = cli_fails_in_one_line
 
 
 def test_example_runs_all_stages_pruned_from_a_trained_state_dict(tmp_path, monkeypatch):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from pipeline.cli import main
+from tests.helpers import cli_fails_in_one_line
 
 FAST = ["--config", "tiny", "--no-progress", "--set", "dense_reference=null", "--steps", "2"]
 
@@ -27,10 +26,4 @@ def test_channel_bad_inputs_are_one_line(sets, needles, tmp_path, monkeypatch):
     args = ["train", *FAST, "--run-dir", str(tmp_path / "r")]
     for s in sets:
         args += ["--set", s]
-    r = CliRunner().invoke(main, args)
-    assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for n in needles:
-        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+    cli_fails_in_one_line(args, *needles)
