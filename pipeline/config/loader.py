@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.config.schema import RunConfig, check_values
+from pipeline.config.schema import DEFAULT_TARGET, RunConfig, check_values
 from pipeline.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -164,13 +164,24 @@ def config_from_dict(
     `models` / `methods`: registered names to check `model.name` / `sparsity.method` against (None: unchecked).
     """
     problems: list[str] = []
-    cfg = _build(RunConfig, data or {}, "", problems)
+    cfg = _build(RunConfig, _structure_default_target(data or {}), "", problems)
     # on what did parse (defaults elsewhere), so every problem is listed at once
     problems += check_values(cfg, models=models, methods=methods)
     if problems:
         raise ConfigError(problems)
     return cfg
 
+
+
+def _structure_default_target(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill `sparsity.target` from DEFAULT_TARGET[structure] when the config leaves it unset."""
+    sparsity = data.get("sparsity")
+    if not isinstance(sparsity, dict) or "target" in sparsity:
+        return data
+    structure = sparsity.get("structure", "unstructured")
+    if not isinstance(structure, str) or structure not in DEFAULT_TARGET:
+        return data  # the type check reports the bad structure
+    return {**data, "sparsity": {**sparsity, "target": DEFAULT_TARGET[structure]}}
 
 
 def list_presets() -> list[str]:

@@ -74,7 +74,8 @@ MEANINGS: dict[str, str] = {
     "train.weighting": "task-loss weighting",
     "sparsity": "the pruning method",
     "sparsity.method": "sparsity method (`pipeline list`): adapmtl, gmp_global, str, dense, ...",
-    "sparsity.target": "overall fraction of prunable weights that end at zero, in (0, 1)",
+    "sparsity.target": "overall fraction removed, in (0, 1): of prunable weights (unstructured) or of conv MACs "
+    "(channel); when a config leaves it unset, 0.9 for unstructured and 0.5 for channel",
     "sparsity.ramp_start": "fraction of training where the cubic target ramp (Zhu & Gupta) starts",
     "sparsity.ramp_end": "fraction of training where the ramp reaches the target (held afterwards)",
     "sparsity.alloc_lr": "learned allocation: threshold step size",

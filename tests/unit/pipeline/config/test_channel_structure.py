@@ -17,6 +17,18 @@ def test_structure_defaults_to_unstructured_and_accepts_channel() -> None:
         load_config("tiny", ["sparsity.structure=filters"])
 
 
+def test_an_unset_target_follows_the_structure_and_an_explicit_one_wins(tmp_path) -> None:
+    # the presets leave the target unset: 0.9 of the weights, or 0.5 of the MACs for channel pruning
+    assert load_config("demo").sparsity.target == 0.9
+    assert load_config("demo", ["sparsity.structure=channel"]).sparsity.target == 0.5
+    assert load_config("demo", ["sparsity.structure=channel", "sparsity.target=0.7"]).sparsity.target == 0.7
+    own = tmp_path / "own.yaml"
+    own.write_text("extends: demo\nsparsity: {structure: channel, target: 0.3}\n")
+    assert load_config(str(own)).sparsity.target == 0.3
+    own.write_text("extends: demo\nsparsity: {structure: channel}\n")
+    assert load_config(str(own)).sparsity.target == 0.5
+
+
 @pytest.mark.parametrize("pattern", ["2:4", "adaptive-2:4"])
 def test_channel_structure_with_a_two_four_pattern_is_one_line_saying_what_is_supported(pattern: str) -> None:
     r = CliRunner().invoke(main, ["check-config", "tiny", "--set", "sparsity.structure=channel",
