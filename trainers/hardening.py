@@ -174,7 +174,7 @@ def harden_checkpoint(cfg: RunConfig, ckpt: TrainCheckpoint, source: Path | str,
         decisions, finetune = [], None
         components = {a.name: a.component for a in method.assignments if a.component is not None}
         plan, folded, fold_diff, channels = channel_compact_(model, method, x, _fold if hcfg.fold_bn else None,
-                                                             components)
+                                                             components, multiple=hcfg.channel_multiple)
         # the trained model gates removed channels after their BN; only the compacted model computes the same
         # (harden_ drops the gates, so the plain dense model in between still carries their BN bias)
         with torch.no_grad():

@@ -197,6 +197,7 @@ class HardenConfig:
     finetune_steps: int = dom(0, NON_NEGATIVE_INT)  # masked fine-tune after 2:4 projection
     finetune_lr: float = dom(2e-4, POSITIVE)
     adaptive_min_sparsity: float = dom(0.5, FRACTION)  # adaptive-2:4: layers whose learned sparsity is at least this become 2:4
+    channel_multiple: int = dom(8, POSITIVE_INT)  # channel structure: round kept channels up to a multiple (zero channels)
     min_channels: int = dom(16, POSITIVE_INT)  # 2:4 eligibility: in-channels multiple of 16 and out-channels multiple of 8
     fold_bn: bool = True
 

@@ -90,6 +90,8 @@ MEANINGS: dict[str, str] = {
     "harden.pattern": "hardened pattern: unstructured, 2:4 on every eligible layer, or 2:4 where learned sparsity is high",
     "harden.finetune_lr": "learning rate of the masked fine-tune",
     "harden.fold_bn": "fold batch norms into the preceding convs",
+    "harden.channel_multiple": "channel structure: round each pruned group's kept channels up to a multiple of "
+    "this by keeping all-zero channels (outputs unchanged, a few more MACs; lets blocked conv kernels run)",
     "export": "ONNX export",
     "export.opset": "ONNX opset",
     "export.exporter": "torch exporter (dynamo falls back to torchscript, recorded)",

@@ -26,8 +26,12 @@ def format_summary(report: dict[str, Any]) -> str:
                 f"sparsity  method={sp['method']} structure=channel target={sp['target']:.3f} (MACs) "
                 f"macs_removed={sp['overall']:.4f}   {comps}"
             )
+            rounding = ""
+            if (sp.get("channel_multiple") or 1) > 1 and sp.get("macs_removed_as_trained") is not None:
+                rounding = (f"  (kept channels rounded up to multiples of {sp['channel_multiple']}; "
+                            f"{sp['macs_removed_as_trained']:.4f} as trained)")
             lines.append(f"          params_removed={_fmt(sp.get('param_sparsity'))}  MACs kept "
-                         f"{_fmt(sp.get('macs_kept'))} of {_fmt(sp.get('macs_dense'))}")
+                         f"{_fmt(sp.get('macs_kept'))} of {_fmt(sp.get('macs_dense'))}{rounding}")
         else:
             lines.append(
                 f"sparsity  method={sp['method']} pattern={sp['pattern']} target={sp['target']:.3f} "

@@ -67,6 +67,8 @@ def build_run_report(run: RunDir) -> dict[str, Any]:
                 "param_sparsity": sp.get("param_sparsity"),
                 "macs_dense": ch.get("macs_dense", (sp.get("channels") or {}).get("dense_macs")),
                 "macs_kept": ch.get("macs_compact", (sp.get("channels") or {}).get("remaining_macs")),
+                "channel_multiple": ch.get("channel_multiple"),
+                "macs_removed_as_trained": ch.get("mac_fraction_removed_before_rounding"),
             }
     if train_m:
         ref = train_m.get("reference") or {}

@@ -25,6 +25,7 @@ from pipeline.models.channels import (
     compact_,
     conv_macs,
     kept_from_mask,
+    planned_macs,
     zero_channels_,
 )
 from trainers.sparsity.base import SparsityMethod
@@ -147,14 +148,30 @@ def _component_mac_fractions(dense: dict[str, int], compact: dict[str, int], com
 
 
 @torch.no_grad()
+def round_up_kept(kept: list[int], size: int, multiple: int) -> list[int]:
+    """`kept` plus the lowest-numbered removed channels until its length is a multiple of `multiple` (or `size`)."""
+    want = min(size, -(-len(kept) // multiple) * multiple)
+    if want <= len(kept):
+        return kept
+    chosen = set(kept)
+    extra = [i for i in range(size) if i not in chosen][: want - len(kept)]
+    return sorted(kept + extra)
+
+
 def channel_compact_(
     model: nn.Module,
     method: SparsityMethod,
     x: Tensor,
     fold: Callable[[nn.Module, Tensor], tuple[list[str], float]] | None,
     components: dict[str, str] | None = None,
+    multiple: int = 1,
 ) -> tuple[dict[str, list[int]], list[str], float, dict[str, Any]]:
     """Harden = compact: zero the channels `method.channel_keep()` drops, fold BN (`fold`), remove them physically.
+
+    `multiple` > 1 rounds each pruned group's kept count up to a multiple of it (at most the group's size) by
+    keeping some removed channels as all-zero channels: the outputs are unchanged, the MACs rise a little, and
+    runtimes whose fast conv kernels need blocked channel counts (ONNX Runtime's NCHWc convs on x86: multiples of
+    8 with AVX2, 16 with AVX-512; tensor cores) can use them (docs/cost.md has the measurement).
 
     `model` holds plain hardened convs (after `harden_`). Returns the channel plan (kept indices per group, every
     prunable group listed), the folded conv names, the fold's output change and the `channels` report section.
@@ -175,7 +192,11 @@ def channel_compact_(
     zero_channels_(model, groups, keep)
     y_zeroed = model(x)
     folded, fold_diff = fold(model, x) if fold is not None else ([], 0.0)
-    plan = {name: sorted(int(i) for i in k.tolist()) for name, k in keep.items()}
+    by_name = {g.name: g for g in groups}
+    trained = {name: sorted(int(i) for i in k.tolist()) for name, k in keep.items()}
+    plan = {name: round_up_kept(kept, by_name[name].size, multiple) if name in by_name else kept
+            for name, kept in trained.items()}
+    trained_macs = planned_macs(model, groups, macs, {n: len(k) for n, k in trained.items()})
     compact_(model, x, plan)
     y_compact = model(x)
     diff = max(float((y_zeroed[k] - y_compact[k]).abs().max() / y_zeroed[k].abs().max().clamp_min(1.0))
@@ -185,11 +206,10 @@ def channel_compact_(
                            "coupling was not resolved exactly")
     compact_per_conv = conv_macs(model, x)
     compact_macs = sum(compact_per_conv.values())
-    by_name = {g.name: g for g in groups}
     report = {
         "groups": [
             {"name": g.name, "convs": list(g.convs), "kept": len(plan.get(g.name, range(g.size))), "total": g.size,
-             "macs_per_channel": g.macs_per_channel}
+             "kept_nonzero": len(trained.get(g.name, range(g.size))), "macs_per_channel": g.macs_per_channel}
             | ({} if g.prunable else {"reason": g.reason})
             for g in groups if g.prunable or g.name in plan
         ],
@@ -198,6 +218,8 @@ def channel_compact_(
         "macs_dense": dense_macs,
         "macs_compact": compact_macs,
         "mac_fraction_removed": 1.0 - compact_macs / max(dense_macs, 1),
+        "channel_multiple": multiple,
+        "mac_fraction_removed_before_rounding": 1.0 - float(trained_macs) / max(dense_macs, 1),
         "component_mac_fractions": _component_mac_fractions(macs, compact_per_conv, components),
         "params_dense": dense_params,
         "params_compact": _param_count(model),

@@ -29,6 +29,7 @@ def channel_run(tmp_path_factory):
     # 32x40: not the 64x64 fallback, so MACs traced at the wrong size would show
     cfg = load_config("tiny", ["dense_reference=null", "sparsity.structure=channel", f"sparsity.target={TARGET}",
                                "train.steps=12", "train.checkpoint_every=0",
+                               "harden.channel_multiple=1",  # the controller's plan as is (rounding: test_harden_channels)
                                "train.init=default"])  # N(0, 0.01) convs would hide a removed channel's BN bias
     train_run(cfg, out, progress=False)
     ckpt = read_checkpoint(out / "checkpoint.pt", TrainCheckpoint)
@@ -65,6 +66,7 @@ def test_harden_overall_is_the_mac_fraction_and_parameter_sparsity_is_named(chan
     ch = r["channels"]
     assert r["overall"] == pytest.approx(ch["mac_fraction_removed"], abs=1e-12)
     assert r["overall"] == pytest.approx(ckpt.sparsity["overall"], abs=1e-6)  # the controller's exact MAC count
+    assert ch["mac_fraction_removed_before_rounding"] == pytest.approx(r["overall"], abs=1e-9)
     assert abs(r["overall"] - TARGET) < 0.05
     assert r["overall_kind"] == "mac_fraction"
     assert set(r["components"]) == set(ckpt.sparsity["components"])

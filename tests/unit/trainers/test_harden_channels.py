@@ -58,7 +58,8 @@ def _model(num_classes: int) -> nn.Module:
 def setup(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = load_config("tiny", ["dense_reference=null"])
-    cfg = dataclasses.replace(base, sparsity=dataclasses.replace(base.sparsity, method="dense", structure="channel"))
+    cfg = dataclasses.replace(base, sparsity=dataclasses.replace(base.sparsity, method="dense", structure="channel"),
+                              harden=dataclasses.replace(base.harden, channel_multiple=1))  # the plan as given
     model = _model(cfg.data.num_classes)
     x = model.example_inputs(1, cfg.data.height, cfg.data.width)[0]
     prunable = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and "classifier" not in n]
@@ -147,3 +148,33 @@ def test_a_method_without_a_channel_plan_is_refused(setup, monkeypatch) -> None:
     monkeypatch.setattr(StubChannelKeep, "channel_keep", None)
     with pytest.raises(PipelineError, match="gives no channel plan"):
         hardening.harden_checkpoint(cfg, ckpt, "train/checkpoint.pt", progress=False)
+
+
+def test_round_up_kept_pads_with_the_lowest_removed_channels_and_stops_at_the_group_size() -> None:
+    from trainers.sparsity.harden import round_up_kept
+
+    assert round_up_kept([3, 9], 16, 8) == [0, 1, 2, 3, 4, 5, 6, 9]
+    assert round_up_kept(list(range(8)), 16, 8) == list(range(8))  # already a multiple
+    assert round_up_kept([1, 4], 6, 8) == list(range(6))  # never more than the group holds
+    assert round_up_kept([5], 16, 1) == [5]
+
+
+def test_a_channel_multiple_keeps_zero_channels_so_outputs_are_unchanged_and_counts_are_blocked(setup) -> None:
+    cfg, model, groups, keep, ckpt, restore = setup
+    restore(keep)
+    cfg8 = dataclasses.replace(cfg, harden=dataclasses.replace(cfg.harden, channel_multiple=8))
+    result = hardening.harden_checkpoint(cfg8, ckpt, "train/checkpoint.pt", progress=False)
+    ch = result.report["channels"]
+    sizes = {g.name: g.size for g in groups if g.prunable}
+    for g in ch["groups"]:
+        assert g["kept_nonzero"] == len(keep[g["name"]])
+        assert g["kept"] == min(sizes[g["name"]], -(-g["kept_nonzero"] // 8) * 8), g
+    assert any(g["kept"] > g["kept_nonzero"] for g in ch["groups"])  # the plan above is not blocked already
+    assert ch["channel_multiple"] == 8 and ch["compact_vs_zeroed_max_rel"] < 1e-5
+    assert ch["mac_fraction_removed"] < ch["mac_fraction_removed_before_rounding"]
+    # the unrounded harden of the same plan: the same MACs before rounding, the same val metrics
+    restore(keep)
+    plain = hardening.harden_checkpoint(cfg, ckpt, "train/checkpoint.pt", progress=False)
+    assert plain.report["channels"]["mac_fraction_removed"] == pytest.approx(ch["mac_fraction_removed_before_rounding"])
+    for task, values in plain.metrics.items():
+        assert result.metrics[task] == pytest.approx(values, rel=1e-4, abs=1e-6), task
