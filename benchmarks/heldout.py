@@ -9,6 +9,9 @@
   on dev (docs/benchmarks.md lists them).
 - **test**: other scene statistics and another data seed (`TEST_DATA`: data seed 1001, 4-9 objects, 72x96,
   noise 0.06) and training seeds 3-7 (5 paired seeds). Nothing is tuned on it; report it once per release.
+- **test2**: the test statistics with a fresh data seed (1002) and fresh training seeds 8-12. The 0.4 test run
+  showed the per-layer ablation ahead of the default at 0.97; the default was then re-chosen on dev (0.5), and a
+  result on `test` would no longer be untouched, so the new default is reported on `test2`.
 
 Results go to `benchmarks/results/heldout_<split>/` (never `benchmarks/results/main/`). Each row carries the
 paired difference to the default method `adapmtl` with its 95 % t-interval (benchmarks/aggregate.py).
@@ -37,11 +40,13 @@ TEST_DATA = ("data.seed=1001", "data.min_objects=4", "data.max_objects=9", "data
 SPLITS = {
     "dev": Split("dev", (), (0, 1, 2)),
     "test": Split("test", TEST_DATA, (3, 4, 5, 6, 7)),
+    "test2": Split("test2", tuple("data.seed=1002" if o.startswith("data.seed=") else o for o in TEST_DATA),
+                   (8, 9, 10, 11, 12)),
 }
 
 # The default's ablations and the paper's baselines: what the test grid compares the default against.
-TEST_METHODS = ["dense", "adapmtl", "adapmtl_adaptive", "adapmtl_component", "adapmtl_layer", "adapmtl_faithful", "str",
-                "snip", "imp", "gmp_global", "disparse_static"]
+TEST_METHODS = ["dense", "adapmtl", "adapmtl_adaptive", "adapmtl_component", "adapmtl_hierarchical", "adapmtl_faithful",
+                "str", "snip", "imp", "gmp_global", "disparse_static"]
 TEST_SPARSITIES = [0.9, 0.97]
 
 

@@ -158,6 +158,7 @@ def round_up_kept(kept: list[int], size: int, multiple: int) -> list[int]:
     return sorted(kept + extra)
 
 
+@torch.no_grad()
 def channel_compact_(
     model: nn.Module,
     method: SparsityMethod,

@@ -46,23 +46,23 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "dense": MethodSpec(DenseTraining, "static", "no pruning (the reference)", ChannelDense),
     "adapmtl": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
+        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
         "static",
-        "AdapMTL, improved: per-component scale-invariant soft thresholds refined per layer, learned split, "
-        "exact target; static task weights (the adaptive weighting cost 0.4-1.0 dT on dev: docs/method.md)",
-        channel=_channel_soft("hierarchical", "marginal"),
+        "AdapMTL, improved: scale-invariant soft thresholds, one per layer, grouped by component (bounds, report); "
+        "split learned from the marginal loss per pruned weight, exact target; static task weights. Per-layer "
+        "replaced the component level plus per-layer refinement in 0.5: better on dev (docs/benchmarks.md)",
+        channel=_channel_soft("layer", "marginal"),
     ),
     "adapmtl_adaptive": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
+        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
         "adaptive",
         "adapmtl with the paper's adaptive task weighting (option; before 0.3 this was 'adapmtl')",
-        channel=_channel_soft("hierarchical", "marginal"),
+        channel=_channel_soft("layer", "marginal"),
     ),
-    # Kept so that configs and results written before 0.3 still name a method: identical to 'adapmtl' now.
-    "adapmtl_static": MethodSpec(
+    "adapmtl_hierarchical": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
         "static",
-        "alias of adapmtl (since 0.3 the default is static; kept for older configs)",
+        "ablation: a learned threshold per component refined per layer (the default in 0.2-0.4)",
         channel=_channel_soft("hierarchical", "marginal"),
     ),
     "adapmtl_component": MethodSpec(
@@ -71,10 +71,17 @@ METHODS: dict[str, MethodSpec] = {
         "ablation: one learned threshold per component (the paper's granularity), no per-layer refinement",
         channel=_channel_soft("component", "marginal"),
     ),
+    # Kept so that configs and results written before 0.5 still name a method: identical to 'adapmtl' now.
+    "adapmtl_static": MethodSpec(
+        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
+        "static",
+        "alias of adapmtl (since 0.3 the default is static; kept for older configs)",
+        channel=_channel_soft("layer", "marginal"),
+    ),
     "adapmtl_layer": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
         "static",
-        "ablation: one learned threshold per layer, same controller, no component level (was 'str' before 0.3)",
+        "alias of adapmtl (the per-layer ablation of 0.3-0.4 became the default in 0.5; kept for older configs)",
         channel=_channel_soft("layer", "marginal"),
     ),
     "adapmtl_faithful": MethodSpec(

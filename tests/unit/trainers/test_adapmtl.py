@@ -64,8 +64,34 @@ def test_one_threshold_per_component_all_get_gradients(tiny_cfg):
     assert {layer.component for layer in layers} == {"backbone", "seg", "depth", "normal"}
 
 
-def test_hierarchical_thresholds_one_per_layer_grouped_by_component(tiny_cfg):
+def _hierarchical(tiny_cfg, **changes):
+    return replace(tiny_cfg, sparsity=replace(tiny_cfg.sparsity, method="adapmtl_hierarchical", **changes))
+
+
+def test_the_default_is_one_threshold_per_layer_with_component_bounds_and_summaries(tiny_cfg):
     model, method = _tiny_adapmtl(tiny_cfg)  # the default adapmtl
+    assert method.granularity == "layer" and method.s.shape == (len(method.layers),)
+    method.before_forward(26)
+    assert set(method.thresholds()) == set(method.components)
+    # a component pushed past component_max is shifted back as a whole, per-layer thresholds included
+    with torch.no_grad():
+        seg = [i for i, c in enumerate(method.comp_of_group.tolist()) if method.components[c] == "seg"]
+        method.s[seg] = 8.0  # seg's thresholds far above everyone's: it would lose almost every weight
+    logm = method.log_magnitudes()
+    names = [n for n, layer in method.layers.items() if layer.component == "seg"]
+
+    def seg_sparsity() -> float:
+        vals = torch.cat([logm[n] - method.s[method.group_of[n]] for n in names])
+        return float((vals <= method.b).double().mean())
+
+    method.solve_offset(0.9, logm)
+    assert seg_sparsity() > method.cfg.component_max  # unbounded, seg is pruned past the bound
+    method.apply_bounds(logm)
+    assert seg_sparsity() <= method.cfg.component_max + 1e-3
+
+
+def test_hierarchical_thresholds_one_per_layer_grouped_by_component(tiny_cfg):
+    model, method = _tiny_adapmtl(_hierarchical(tiny_cfg))
     assert method.granularity == "hierarchical"
     assert method.s.shape == (len(method.layers),)
     comps = [method.components[int(i)] for i in method.comp_of_group]
@@ -79,7 +105,7 @@ def test_hierarchical_thresholds_one_per_layer_grouped_by_component(tiny_cfg):
 
 def test_hierarchical_step_moves_costly_component_and_costly_layer_denser(tiny_cfg):
     """Between components on pooled costs, then between layers inside each component."""
-    _, method = _tiny_adapmtl(replace(tiny_cfg, sparsity=replace(tiny_cfg.sparsity, alloc_bound=10.0)))
+    _, method = _tiny_adapmtl(_hierarchical(tiny_cfg, alloc_bound=10.0))
     method.before_forward(26)
     logm = method.log_magnitudes()
     seg = [i for i, c in enumerate(method.comp_of_group.tolist()) if method.components[c] == "seg"]
@@ -127,7 +153,7 @@ def test_state_of_another_granularity_is_refused_with_one_line(tiny_cfg):
     from pipeline.errors import PipelineError
 
     _, component = _tiny_adapmtl(replace(tiny_cfg, sparsity=replace(tiny_cfg.sparsity, method="adapmtl_component")))
-    _, hierarchical = _tiny_adapmtl(tiny_cfg)
+    _, hierarchical = _tiny_adapmtl(_hierarchical(tiny_cfg))
     with pytest.raises(PipelineError, match="adapmtl_component") as err:
         hierarchical.load_state_dict(component.state_dict())
     assert "\n" not in str(err.value)

@@ -34,7 +34,7 @@ def _train(cfg, steps=24):
 @pytest.mark.parametrize("target", [0.5, 0.9, 0.95])
 @pytest.mark.parametrize(
     "name",
-    ["adapmtl", "soft_uniform", "adapmtl_layer", "gmp_global", "gmp_uniform", "gmp_split", "disparse_static", "snip",
+    ["adapmtl", "soft_uniform", "adapmtl_hierarchical", "gmp_global", "gmp_uniform", "gmp_split", "disparse_static", "snip",
      "imp"],
 )
 def test_every_method_hits_the_target(tiny_cfg, tmp_path, name, target):

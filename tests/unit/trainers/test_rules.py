@@ -46,13 +46,16 @@ def test_apply_bounds_caps_a_component_and_keeps_the_rest(tiny_cfg):
     assert method.measure()["overall"] == pytest.approx(0.5, abs=1e-3)  # the offset re-solve keeps the target
 
 
-def test_apply_bounds_does_nothing_for_per_layer_thresholds(tiny_cfg):
-    _, method = _attached(with_sparsity(tiny_cfg, method="adapmtl_layer", component_max=0.1))
+def test_apply_bounds_holds_per_layer_thresholds_too(tiny_cfg):
+    _, method = _attached(with_sparsity(tiny_cfg, method="adapmtl", component_max=0.5))
+    assert method.granularity == "layer"
     logm = method.log_magnitudes()
-    method.solve_offset(0.9, logm)
-    before = method.s.detach().clone()
+    method.solve_offset(0.6, logm)
+    method.set_thresholds()
+    assert max(method.measure()["components"].values()) > 0.5 + 0.01  # some component over the bound
     method.apply_bounds(logm)
-    assert torch.equal(method.s.detach(), before)
+    method.set_thresholds()
+    assert max(method.measure()["components"].values()) <= 0.5 + 0.01
 
 
 def test_cost_floor_and_clamp(tiny_cfg):
@@ -70,7 +73,7 @@ def test_cost_floor_and_clamp(tiny_cfg):
 
 
 def test_per_layer_step_prunes_cheap_layers_more(tiny_cfg):
-    cfg = with_sparsity(tiny_cfg, method="adapmtl_layer", alloc_bound=10.0)
+    cfg = with_sparsity(tiny_cfg, method="adapmtl", alloc_bound=10.0)
     _, method = _attached(cfg)
     method.before_forward(26)
     logm = method.log_magnitudes()
@@ -92,5 +95,5 @@ def test_default_is_static_and_adaptive_is_an_option():
     assert METHODS["adapmtl"].weighting == "static"
     assert METHODS["adapmtl_adaptive"].weighting == "adaptive"
     # the default's ablations differ from it in one thing only: not in the weighting
-    for name in ("adapmtl_component", "adapmtl_layer", "adapmtl_static"):
+    for name in ("adapmtl_component", "adapmtl_hierarchical", "adapmtl_layer", "adapmtl_static"):
         assert METHODS[name].weighting == "static"
