@@ -36,6 +36,7 @@ def test_channel_run_all_exports_a_smaller_onnx_that_validates(tiny_run, tmp_pat
     assert abs(hard["channels"]["mac_fraction_removed_before_rounding"] - TARGET) < 0.05
     assert sp["structure"] == "channel" and 0 < sp["overall"] < hard["channels"]["mac_fraction_removed_before_rounding"]
     assert all(g["kept"] % 8 == 0 or g["kept"] == g["total"] for g in hard["channels"]["groups"])
+    assert "kept channels rounded up to multiples of 8" in result.output  # the summary names both fractions
     assert f"macs_removed={sp['overall']:.4f}" in result.output
     assert report["stages"]["quantize"]["status"] == "ok"
 

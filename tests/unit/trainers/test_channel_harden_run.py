@@ -104,3 +104,4 @@ def test_run_report_and_console_compare_macs_removed_with_the_target(channel_run
     text = format_summary(report) + "\n" + format_key_numbers(report)
     assert f"macs_removed={ch['mac_fraction_removed']:.4f}" in text and f"target={TARGET:.3f} (MACs)" in text
     assert "parameters removed" in text and "overall=" not in text
+    assert "rounded up" not in text  # channel_multiple=1: the plan as trained, nothing to explain
