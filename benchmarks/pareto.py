@@ -171,7 +171,7 @@ def _paper_latency(args) -> dict[str, Any]:
             method.attach(model, list(cfg.tasks), example=x)
             method.finalize()  # the l1_uniform plan at the target (untrained weights: the uniform keep counts)
             harden_(method)
-            _, _, _, ch = channel_compact_(model, method, x, None)
+            _, _, _, ch = channel_compact_(model, method, x, None, multiple=cfg.harden.channel_multiple)
             macs[name] = {"mac_fraction_removed": ch["mac_fraction_removed"], "macs_compact": ch["macs_compact"],
                           "macs_dense": ch["macs_dense"], "params_compact": ch["params_compact"]}
         model.eval()
