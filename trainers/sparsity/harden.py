@@ -147,7 +147,6 @@ def _component_mac_fractions(dense: dict[str, int], compact: dict[str, int], com
     return {c: 1.0 - kept / total if total > 0 else 0.0 for c, (kept, total) in out.items()}
 
 
-@torch.no_grad()
 def round_up_kept(kept: list[int], size: int, multiple: int) -> list[int]:
     """`kept` plus the lowest-numbered removed channels until its length is a multiple of `multiple` (or `size`)."""
     want = min(size, -(-len(kept) // multiple) * multiple)
