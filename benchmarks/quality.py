@@ -46,7 +46,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     done = out / "summary.json"
     if done.exists():
         cached = json.loads(done.read_text())
-        if not job.get("int8") or "int8" in cached:  # a run cached without int8 has lost its checkpoint: retrain
+        # a run cached without int8, or without the checkpoint a later run starts from, has lost it: retrain
+        has_ckpt = not job.get("keep_checkpoint") or (out / "checkpoint.pt").exists()
+        if (not job.get("int8") or "int8" in cached) and has_ckpt:
             return cached
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(job["preset"], job["overrides"])
@@ -61,8 +63,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("int8"):
         t1 = time.perf_counter()
         summary["int8"] = int8_cost(cfg, out) | {"seconds": time.perf_counter() - t1}
-    for f in ("checkpoint.pt",):  # keep the cache small; metrics and sparsity.json stay
-        (out / f).unlink(missing_ok=True)
+    if not job.get("keep_checkpoint"):  # keep the cache small; metrics and sparsity.json stay
+        (out / "checkpoint.pt").unlink(missing_ok=True)
     done.write_text(json.dumps(summary, indent=1))
     return summary
 
