@@ -10,7 +10,7 @@ the configured structure is a one-line ConfigError that lists the methods that h
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.config import SparsityConfig
 from pipeline.errors import ConfigError
@@ -43,21 +43,21 @@ class MethodSpec:
     channel: Builder | None = None  # channel implementation (None: unstructured only)
 
 
+_ADAPMTL = MethodSpec(
+    lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
+    "static",
+    "AdapMTL, improved: scale-invariant soft thresholds, one per layer, grouped by component (bounds, report); "
+    "split learned from the marginal loss per pruned weight, exact target; static task weights. Per-layer "
+    "replaced the component level plus per-layer refinement in 0.5: better on dev (docs/benchmarks.md)",
+    channel=_channel_soft("layer", "marginal"),
+)
+
 METHODS: dict[str, MethodSpec] = {
     "dense": MethodSpec(DenseTraining, "static", "no pruning (the reference)", ChannelDense),
-    "adapmtl": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
-        "static",
-        "AdapMTL, improved: scale-invariant soft thresholds, one per layer, grouped by component (bounds, report); "
-        "split learned from the marginal loss per pruned weight, exact target; static task weights. Per-layer "
-        "replaced the component level plus per-layer refinement in 0.5: better on dev (docs/benchmarks.md)",
-        channel=_channel_soft("layer", "marginal"),
-    ),
-    "adapmtl_adaptive": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
-        "adaptive",
-        "adapmtl with the paper's adaptive task weighting (option; before 0.3 this was 'adapmtl')",
-        channel=_channel_soft("layer", "marginal"),
+    "adapmtl": _ADAPMTL,
+    "adapmtl_adaptive": replace(
+        _ADAPMTL, weighting="adaptive",
+        description="adapmtl with the paper's adaptive task weighting (option; before 0.3 this was 'adapmtl')",
     ),
     "adapmtl_hierarchical": MethodSpec(
         lambda c, t: SoftThresholds(c, t, "hierarchical", "marginal"),
@@ -72,17 +72,13 @@ METHODS: dict[str, MethodSpec] = {
         channel=_channel_soft("component", "marginal"),
     ),
     # Kept so that configs and results written before 0.5 still name a method: identical to 'adapmtl' now.
-    "adapmtl_static": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
-        "static",
-        "alias of adapmtl (since 0.3 the default is static; kept for older configs)",
-        channel=_channel_soft("layer", "marginal"),
+    "adapmtl_static": replace(
+        _ADAPMTL, description="alias of adapmtl (since 0.3 the default is static; kept for older configs)"
     ),
-    "adapmtl_layer": MethodSpec(
-        lambda c, t: SoftThresholds(c, t, "layer", "marginal"),
-        "static",
-        "alias of adapmtl (the per-layer ablation of 0.3-0.4 became the default in 0.5; kept for older configs)",
-        channel=_channel_soft("layer", "marginal"),
+    "adapmtl_layer": replace(
+        _ADAPMTL,
+        description="alias of adapmtl (the per-layer ablation of 0.3-0.4 became the default in 0.5; kept for "
+        "older configs)",
     ),
     "adapmtl_faithful": MethodSpec(
         FaithfulSoftThresholds,
