@@ -181,6 +181,7 @@ class Trainer:
         bar = None
         if progress and dist.is_main():
             bar = progress_bar(self.steps, f"train [{self.method.name}]", initial=self.step)
+        self.method.bind_trainer(self)
         if self.step == 0:
             self.method.prepare(self)
         while self.step < self.steps:

@@ -64,6 +64,10 @@ class SparsityMethod:
         optimizer or schedule (the paper-faithful mode does; see trainers/sparsity/sigmoid.py)."""
         return cfg
 
+    def bind_trainer(self, trainer: Any) -> None:
+        """Called by the training loop before it trains, fresh or resumed: for a method that looks at data during
+        training (disparse_dynamic), through the trainer's attributes only."""
+
     def prepare(self, trainer: Any) -> None:
         """Called once before the first training step of a fresh run (not on resume): data-driven setup."""
 

@@ -7,8 +7,7 @@ training batches at initialisation (SNIP-style), normalised per task. A task kee
 backbone weight is pruned only when every task agrees (the union of the tasks' keep masks), a head weight
 follows its own task. The keep fraction is found by bisection so the overall sparsity meets the target; the
 masks are then fixed for the rest of training. Written from the paper's description, not its code.
-DiSparse's dynamic mode (its paper's best, and the AdapMTL paper's baseline) is not implemented: it regrows and
-re-prunes by per-task saliency during training, a second mask-update rule that did not fit this release.
+DiSparse's dynamic mode (its paper's best, and the AdapMTL paper's baseline) is `disparse_dynamic.py`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from trainers.sparsity.adapmtl import SoftThresholds
 from trainers.sparsity.base import SparsityMethod
 from trainers.sparsity.channel import ChannelDense, ChannelMasks, ChannelSoftThresholds
 from trainers.sparsity.disparse import DiSparseStatic, Snip
+from trainers.sparsity.disparse_dynamic import DiSparseDynamic
 from trainers.sparsity.magnitude import IterativeMagnitudePruning, MagnitudePruning
 from trainers.sparsity.sigmoid import FaithfulSoftThresholds, SigmoidLayerThresholds
 
@@ -109,6 +110,11 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "disparse_static": MethodSpec(
         DiSparseStatic, "static", "DiSparse-static: per-task saliency at init, backbone kept if any task needs it"
+    ),
+    "disparse_dynamic": MethodSpec(
+        DiSparseDynamic, "static",
+        "DiSparse dynamic: ERK-random sparse start, periodic magnitude prune and per-task gradient regrowth "
+        "(backbone: union over tasks), fixed after the ramp",
     ),
     "snip": MethodSpec(Snip, "static", "SNIP: one-shot saliency |g*w| at initialisation, then fixed masks"),
     "channel_soft_uniform": MethodSpec(

@@ -35,7 +35,7 @@ def _train(cfg, steps=24):
 @pytest.mark.parametrize(
     "name",
     ["adapmtl", "soft_uniform", "adapmtl_hierarchical", "gmp_global", "gmp_uniform", "gmp_split", "disparse_static", "snip",
-     "imp"],
+     "imp", "disparse_dynamic"],
 )
 def test_every_method_hits_the_target(tiny_cfg, tmp_path, name, target):
     split = tmp_path / "split.json"

@@ -31,7 +31,7 @@ def _trainer(cfg, steps):
     return Trainer(model, method, weighting, MultiTaskLoss(cfg.tasks), ds, cfg.train, steps=steps)
 
 
-@pytest.mark.parametrize("method", ["adapmtl", "gmp_global", "adapmtl_faithful"])
+@pytest.mark.parametrize("method", ["adapmtl", "gmp_global", "adapmtl_faithful", "disparse_dynamic"])
 def test_resume_continues_identically(tiny_cfg, method):
     cfg = with_train(with_sparsity(tiny_cfg, method=method, target=0.8), checkpoint_every=8)
     steps = 16
