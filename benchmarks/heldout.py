@@ -46,7 +46,7 @@ SPLITS = {
 
 # The default's ablations and the paper's baselines: what the test grid compares the default against.
 TEST_METHODS = ["dense", "adapmtl", "adapmtl_adaptive", "adapmtl_component", "adapmtl_hierarchical", "adapmtl_faithful",
-                "str", "snip", "imp", "gmp_global", "disparse_static"]
+                "str", "snip", "imp", "gmp_global", "disparse_static", "disparse_dynamic"]
 TEST_SPARSITIES = [0.9, 0.97]
 
 

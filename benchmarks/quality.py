@@ -34,7 +34,7 @@ from trainers.training_run import train_run
 
 ALL_METHODS = [
     "dense", "adapmtl", "adapmtl_adaptive", "adapmtl_component", "adapmtl_hierarchical", "adapmtl_faithful", "soft_uniform",
-    "gmp_split", "gmp_global", "gmp_uniform", "str", "snip", "imp", "disparse_static",
+    "gmp_split", "gmp_global", "gmp_uniform", "str", "snip", "imp", "disparse_static", "disparse_dynamic",
 ]
 ALL_SPARSITIES = [0.5, 0.8, 0.9, 0.95, 0.97]
 
