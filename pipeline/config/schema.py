@@ -165,7 +165,7 @@ class SparsityConfig:
     # Cubic ramp of the target (Zhu & Gupta) between these fractions of training; held afterwards.
     ramp_start: float = dom(0.0, FRACTION)
     ramp_end: float = dom(0.7, FRACTION)
-    update_every: int = dom(10, POSITIVE_INT)  # mask/offset refresh interval for magnitude methods and the allocation rule
+    update_every: int = dom(10, POSITIVE_INT)  # mask/offset refresh interval for magnitude methods, disparse_dynamic and the allocation rule
     # Learned allocation (improved AdapMTL): preconditioned threshold step size and bounds.
     alloc_signal: Literal["gradient", "saliency"] = "gradient"  # what measures a component's marginal cost
     alloc_lr: float = dom(0.05, POSITIVE)

@@ -18,8 +18,8 @@ from pipeline.config import (
     load_config,
     yaml_load,
 )
-from pipeline.errors import ConfigError
 from pipeline.config.loader import PRESET_DIR
+from pipeline.errors import ConfigError
 from pipeline.orchestrate import load_run_config
 
 
