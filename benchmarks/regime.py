@@ -1,7 +1,7 @@
 """The regime question: does the method ranking of the 400-step grid hold when training is longer, or when
 pruning starts from a trained dense model?
 
-    python -m benchmarks.regime --split test2 --seeds 8 9 --methods adapmtl adapmtl_hierarchical gmp_global imp
+    python -m benchmarks.regime --split test2 --seeds 8 9 --methods adapmtl gmp_global str
 
 For each paired seed of the split it trains
 - **long**: every method and a dense model for `--long-steps` (default 1,200, three times the grid's budget);
@@ -66,16 +66,17 @@ def plan_seed(args: argparse.Namespace, seed: int) -> tuple[dict, list[dict], li
 
 
 def run_all(args: argparse.Namespace) -> None:
-    """Train every run not yet cached. The cheaper from-trained runs of a seed are queued as soon as its dense
-    start point exists, ahead of that seed's long runs, so a study cut short still has whole regimes."""
+    """Train every run not yet cached, cheapest regime first: the dense start points and long dense references
+    of every seed, then each seed's from-trained runs (queued as soon as its start point exists), then the long
+    runs. A study cut short thus has the from-trained regime for every seed before any long pruned run."""
+    plans = {seed: plan_seed(args, seed) for seed in args.seeds}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        pending: list[Future] = []
-        for seed in args.seeds:
-            start, free, after = plan_seed(args, seed)
-            first = pool.submit(run_one, start)
-            pending.append(pool.submit(run_one, free[0]))  # the long dense run is the longest: start it early
-            first.result()
-            pending += [pool.submit(run_one, j) for j in after + free[1:]]
+        starts = {seed: pool.submit(run_one, start) for seed, (start, _, _) in plans.items()}
+        pending: list[Future] = [pool.submit(run_one, free[0]) for _, free, _ in plans.values()]  # long dense
+        for seed, (_, _, after) in plans.items():
+            starts[seed].result()
+            pending += [pool.submit(run_one, j) for j in after]
+        pending += [pool.submit(run_one, j) for _, free, _ in plans.values() for j in free[1:]]
         for f in pending:
             res = f.result()
             print(f"{res['method']:20s} {res['target']:.2f} seed {res['seed']}  overall "
@@ -179,7 +180,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", choices=sorted(SPLITS), default="test2")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="paired seeds (default: all of the split's)")
-    p.add_argument("--methods", nargs="+", default=["adapmtl", "adapmtl_hierarchical", "gmp_global"])
+    p.add_argument("--methods", nargs="+", default=["adapmtl", "adapmtl_hierarchical", "gmp_global", "str"])
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.9, 0.97])
     p.add_argument("--long-steps", type=int, default=1200)
     p.add_argument("--dense-steps", type=int, default=600)

@@ -179,3 +179,25 @@ def test_readme_test_set_table_equals_the_committed_heldout_results(split):
     readme = (root / "README.md").read_text()
     missing = [line for line in rows if line not in readme]
     assert not missing, missing
+
+
+def test_docs_test2_table_equals_the_committed_heldout_results():
+    """docs/benchmarks.md's test2 table (`adapmtl` minus each method, paired 95 % interval) quotes
+    benchmarks/results/heldout_test2/results.json: every cell must be the aggregate's own text."""
+    import re
+    from pathlib import Path
+
+    from benchmarks.aggregate import _interval_text
+
+    root = Path(__file__).resolve().parents[3]
+    res = json.loads((root / "benchmarks/results/heldout_test2/results.json").read_text())
+    by = {(r["method"], r["target"]): r for r in res["rows"]}
+    header, rows = _docs_table(root / "docs/benchmarks.md", "| method (test2) |")
+    targets = [float(t) for t in header[1:]]
+    checked = 0
+    for cells in rows:
+        name = re.search(r"`([a-z0-9_]+)`", cells[0]).group(1)
+        for t, cell in zip(targets, cells[1:]):
+            assert _interval_text(by[(name, t)], 1) in cell.replace("−", "-"), (name, t, cell)
+            checked += 1
+    assert checked >= 2 * 10
