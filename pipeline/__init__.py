@@ -1,3 +1,3 @@
 """Multitask compression pipeline: AdapMTL training, hardening, ONNX export, ONNX Runtime and TensorRT checks."""
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
