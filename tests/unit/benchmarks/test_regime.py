@@ -66,3 +66,16 @@ def test_from_trained_is_scored_against_the_long_dense_model_and_rankings_follow
     md = markdown(cmp, {"command": "c", "date": "d", "machine": "m", "torch": "t", "split": "test2",
                         "seeds": [8, 9], "long_steps": 1200, "dense_steps": 600, "prune_steps": 600})
     assert "| gmp_global@0.9 | not run |" in md and "- long @ 0.9: gmp_global > adapmtl" in md
+
+
+def test_readme_regime_table_equals_the_committed_study():
+    """The README's regime table is the committed study's own table (benchmarks/results/regime_test2), verbatim."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    study = (root / "benchmarks/results/regime_test2/regime.md").read_text().splitlines()
+    rows = [ln for ln in study if ln.startswith("| ") and "@" in ln]
+    assert len(rows) >= 4
+    readme = (root / "README.md").read_text()
+    missing = [ln for ln in rows if ln not in readme]
+    assert not missing, missing
