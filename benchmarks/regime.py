@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.aggregate import aggregate, paired_interval, write_results
+from benchmarks.aggregate import _on_target, aggregate, paired_interval, write_results
 from benchmarks.heldout import SPLITS
 from benchmarks.provenance import describe, git_state
 from benchmarks.quality import run_one
@@ -131,7 +131,7 @@ def compare(per_regime: dict[str, list[dict[str, Any]]], reference: str = "adapm
 
 def _missed(cell: dict[str, Any]) -> str:
     """' *achieved x*' when the method missed its target by more than 0.5 pp (not comparable there), else ''."""
-    return f" *achieved {cell['overall']:.3f}*" if abs(cell["overall"] - cell["target"]) > 0.005 else ""
+    return "" if _on_target(cell) else f" *achieved {cell['overall']:.3f}*"
 
 
 def _fmt(cell: dict[str, Any] | None) -> str:
